@@ -1,0 +1,223 @@
+//! `word-count`: the original MapReduce word count over swarmq.
+//!
+//! - `word-count worker --url mqtt://HOST:PORT [--concurrency N]` serves task
+//!   `mapper` on queue `word_count`.
+//! - `word-count count --url mqtt://HOST:PORT [--words N] FILE` sends one
+//!   `mapper(word)` task per word, reduces the results and prints the top 5.
+//! - `word-count latency --url mqtt://HOST:PORT [--tasks N]` measures single
+//!   round trips, one task at a time, and prints p50/p99.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use swarmq_worker::wire::{Status, TaskRequest};
+use swarmq_worker::{CancellationToken, Client, Worker};
+use word_count::{MAPPER, QUEUE, decode_latin1, mapper, reduce, tokenize};
+
+#[derive(Parser)]
+#[command(
+    name = "word-count",
+    version,
+    about = "The original word count, one mapper(word) task per word, over swarmq"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve `mapper` tasks from queue `word_count` until Ctrl-C or SIGTERM.
+    Worker {
+        /// Broker address.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SWARMQ_URL")]
+        url: String,
+        /// Tasks run at once (announced to the broker as capacity).
+        #[arg(long, default_value_t = 8)]
+        concurrency: u32,
+        /// MQTT client id (random by default).
+        #[arg(long)]
+        client_id: Option<String>,
+    },
+    /// Count the words of FILE with one task per word; print the top 5.
+    Count {
+        /// Broker address.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SWARMQ_URL")]
+        url: String,
+        /// Only the first N words (the original used 2,190).
+        #[arg(long)]
+        words: Option<usize>,
+        /// Give up when not every result is in after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+        /// The text (ASCII / Latin-1).
+        file: PathBuf,
+    },
+    /// Time N single round trips, one task at a time; print p50 and p99.
+    Latency {
+        /// Broker address.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SWARMQ_URL")]
+        url: String,
+        /// Round trips to time (after 100 warm-up ones).
+        #[arg(long, default_value_t = 2000)]
+        tasks: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWARMQ_LOG")
+                .unwrap_or_else(|_| "warn,swarmq_worker=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Worker {
+            url,
+            concurrency,
+            client_id,
+        } => worker(&url, concurrency, client_id).await,
+        Command::Count {
+            url,
+            words,
+            timeout_secs,
+            file,
+        } => count(&url, words, Duration::from_secs(timeout_secs), &file).await,
+        Command::Latency { url, tasks } => latency(&url, tasks).await,
+    }
+}
+
+async fn worker(url: &str, concurrency: u32, client_id: Option<String>) -> anyhow::Result<()> {
+    let mut builder = Worker::builder(url)
+        .queue(QUEUE)
+        .concurrency(concurrency)
+        .handler(MAPPER, |task| async move {
+            let word: String = task.arg(0)?;
+            Ok(match mapper(&word) {
+                Some((w, n)) => json!([w, n]),
+                None => Value::Null,
+            })
+        });
+    if let Some(id) = client_id {
+        builder = builder.client_id(id);
+    }
+    let worker = builder.build()?;
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        stop.cancel();
+    });
+    let stats = worker.run(token).await?;
+    eprintln!(
+        "worker stopped: {} completed, {} failed",
+        stats.completed, stats.failed
+    );
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn count(
+    url: &str,
+    words: Option<usize>,
+    timeout: Duration,
+    file: &PathBuf,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut tokens = tokenize(&decode_latin1(&bytes));
+    if let Some(n) = words {
+        tokens.truncate(n);
+    }
+    let client = Client::connect(url).await?;
+
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(tokens.len());
+    for word in &tokens {
+        let request = TaskRequest {
+            task: Some(MAPPER.into()),
+            args: vec![Value::String(word.clone())],
+            ..TaskRequest::default()
+        };
+        pending.push(client.submit(QUEUE, request).await?);
+    }
+    let collect = async {
+        let mut pairs = Vec::new();
+        for p in pending {
+            let result = p.await?;
+            match result.into_result() {
+                Ok(Value::Null) => {}
+                Ok(v) => {
+                    let (w, n): (String, u64) = serde_json::from_value(v)
+                        .context("mapper returned something else than [word, count]")?;
+                    pairs.push((w, n));
+                }
+                Err((status, error)) => bail!("a task ended {}: {error}", status.as_str()),
+            }
+        }
+        anyhow::Ok(pairs)
+    };
+    let pairs = tokio::time::timeout(timeout, collect)
+        .await
+        .with_context(|| format!("not every result arrived within {timeout:?}"))??;
+    let wall = started.elapsed();
+    for (word, n) in reduce(pairs, 5) {
+        println!("{word} {n}");
+    }
+    println!(
+        "{} tasks in {:.3} s ({:.0} tasks/s)",
+        tokens.len(),
+        wall.as_secs_f64(),
+        tokens.len() as f64 / wall.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn latency(url: &str, tasks: usize) -> anyhow::Result<()> {
+    let client = Client::connect(url).await?;
+    let mut samples = Vec::with_capacity(tasks);
+    for i in 0..(tasks + 100) {
+        let request = TaskRequest {
+            task: Some(MAPPER.into()),
+            args: vec![json!("Fables")],
+            ..TaskRequest::default()
+        };
+        let t = Instant::now();
+        let result = client.call(QUEUE, request, Duration::from_secs(30)).await?;
+        let elapsed = t.elapsed();
+        if result.status != Status::Success {
+            bail!("round trip {i} ended {}", result.status.as_str());
+        }
+        if i >= 100 {
+            samples.push(elapsed);
+        }
+    }
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    println!(
+        "{} round trips: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        samples.len(),
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        samples.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    Ok(())
+}

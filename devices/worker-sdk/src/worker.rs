@@ -1,0 +1,570 @@
+//! [`Worker`]: serves tasks by name over MQTT 5.
+//!
+//! The worker subscribes to `$share/<group>/tasks/<queue>` for each of its
+//! queues and announces its concurrency as MQTT 5 Receive Maximum, which the
+//! broker takes as its capacity: it never holds more unfinished tasks than that.
+//! Each task runs on its own tokio task; its outcome is published to the task's
+//! Response Topic with its Correlation Data. A handler error or panic becomes a
+//! `failure` result; the worker keeps running.
+//!
+//! Shutdown is warm: when the token is cancelled the worker unsubscribes (no
+//! new tasks), finishes the tasks in hand, publishes their results and
+//! disconnects. After the grace period it stops anyway; the broker gives the
+//! unfinished tasks to another worker.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish, PublishProperties};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::url::{BrokerAddr, UrlError};
+use crate::wire::{self, TaskMessage, WorkerReply};
+
+/// Default shared-subscription group.
+pub const DEFAULT_GROUP: &str = "workers";
+
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// First wait after a lost connection.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The task a handler runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskContext {
+    /// Task id.
+    pub id: String,
+    /// Task name.
+    pub task: String,
+    /// Queue it came from.
+    pub queue: String,
+    /// Positional arguments.
+    pub args: Vec<Value>,
+    /// Keyword arguments.
+    pub kwargs: Map<String, Value>,
+    /// 1 on the first delivery, more on retries and redeliveries.
+    pub attempt: u32,
+    /// MQTT 5 user properties the requester attached.
+    pub user_properties: Vec<(String, String)>,
+}
+
+impl TaskContext {
+    /// Positional argument `index`, deserialised.
+    ///
+    /// # Errors
+    ///
+    /// [`TaskError::Failed`] when it is missing or has another type.
+    pub fn arg<T: DeserializeOwned>(&self, index: usize) -> Result<T, TaskError> {
+        let v = self
+            .args
+            .get(index)
+            .ok_or_else(|| TaskError::failed(format!("missing argument {index}")))?;
+        serde_json::from_value(v.clone())
+            .map_err(|e| TaskError::failed(format!("argument {index}: {e}")))
+    }
+
+    /// Keyword argument `name`, deserialised; `None` when absent.
+    ///
+    /// # Errors
+    ///
+    /// [`TaskError::Failed`] when present with another type.
+    pub fn kwarg<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, TaskError> {
+        self.kwargs
+            .get(name)
+            .map(|v| {
+                serde_json::from_value(v.clone())
+                    .map_err(|e| TaskError::failed(format!("keyword argument `{name}`: {e}")))
+            })
+            .transpose()
+    }
+}
+
+/// Why a task did not succeed. The worker reports it as a `failure` result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task failed for good: the requester gets a `failure` result.
+    #[error("{0}")]
+    Failed(String),
+    /// The task failed but may succeed later: the broker gives it to a worker
+    /// again, up to the queue's `max_attempts`, then reports the failure.
+    #[error("{0}")]
+    Retry(String),
+}
+
+impl TaskError {
+    /// A final failure.
+    pub fn failed(message: impl Into<String>) -> TaskError {
+        TaskError::Failed(message.into())
+    }
+
+    /// A failure worth another attempt.
+    pub fn retry(message: impl Into<String>) -> TaskError {
+        TaskError::Retry(message.into())
+    }
+
+    /// Whether the broker should try the task again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, TaskError::Retry(_))
+    }
+}
+
+/// A worker that could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The broker address is invalid.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// No queue to serve was given.
+    #[error("a worker needs at least one queue")]
+    NoQueue,
+    /// A queue name is invalid.
+    #[error("invalid queue name `{0}`")]
+    InvalidQueue(String),
+    /// Concurrency must be 1 to 65534 (65535 means "unspecified" in MQTT 5).
+    #[error("concurrency must be between 1 and 65534, got {0}")]
+    InvalidConcurrency(u32),
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Tasks answered with a result.
+    pub completed: u64,
+    /// Tasks answered with an error (handler error, panic, unknown task name).
+    pub failed: u64,
+}
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, TaskError>> + Send>>;
+type HandlerFn = Arc<dyn Fn(TaskContext) -> HandlerFuture + Send + Sync>;
+
+/// Builds a [`Worker`].
+#[must_use]
+pub struct WorkerBuilder {
+    addr: Result<BrokerAddr, UrlError>,
+    client_id: Option<String>,
+    group: String,
+    queues: Vec<String>,
+    concurrency: u32,
+    handlers: HashMap<String, HandlerFn>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("addr", &self.addr)
+            .field("queues", &self.queues)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    /// MQTT client id; random when not set.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = Some(id.into());
+        self
+    }
+
+    /// Shared-subscription group (default `workers`). All groups on a queue
+    /// share its tasks; the group name only labels the subscription.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = group.into();
+        self
+    }
+
+    /// Adds a queue to take tasks from.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queues.push(queue.into());
+        self
+    }
+
+    /// Tasks run at once (default 1), announced to the broker as capacity.
+    pub fn concurrency(mut self, n: u32) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// How long a warm shutdown waits for tasks in hand (default 30 s).
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Registers the handler of task name `task`.
+    pub fn handler<F, Fut>(mut self, task: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, TaskError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.handlers.insert(
+            task.into(),
+            Arc::new(move |ctx| {
+                let f = f.clone();
+                Box::pin(async move { f(ctx).await })
+            }),
+        );
+        self
+    }
+
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`WorkerError`] for a bad address, no or invalid queues, or bad concurrency.
+    pub fn build(self) -> Result<Worker, WorkerError> {
+        let addr = self.addr?;
+        if self.queues.is_empty() {
+            return Err(WorkerError::NoQueue);
+        }
+        if let Some(bad) = self.queues.iter().find(|q| !wire::is_valid_queue_name(q)) {
+            return Err(WorkerError::InvalidQueue(bad.clone()));
+        }
+        if self.concurrency == 0 || self.concurrency >= 65_535 {
+            return Err(WorkerError::InvalidConcurrency(self.concurrency));
+        }
+        Ok(Worker {
+            addr,
+            client_id: self.client_id.unwrap_or_else(random_client_id),
+            group: self.group,
+            queues: self.queues,
+            concurrency: self.concurrency as u16,
+            handlers: Arc::new(self.handlers),
+            grace: self.grace,
+        })
+    }
+}
+
+/// A worker, ready to [`run`](Worker::run).
+pub struct Worker {
+    addr: BrokerAddr,
+    client_id: String,
+    group: String,
+    queues: Vec<String>,
+    concurrency: u16,
+    handlers: Arc<HashMap<String, HandlerFn>>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("addr", &self.addr)
+            .field("client_id", &self.client_id)
+            .field("queues", &self.queues)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    completed: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Worker {
+    /// Starts building a worker for the broker at `url` (`mqtt://host:port`).
+    pub fn builder(url: &str) -> WorkerBuilder {
+        WorkerBuilder {
+            addr: url.parse(),
+            client_id: None,
+            group: DEFAULT_GROUP.to_string(),
+            queues: Vec::new(),
+            concurrency: 1,
+            handlers: HashMap::new(),
+            grace: Duration::from_secs(30),
+        }
+    }
+
+    /// The MQTT client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Serves tasks until `shutdown` is cancelled, reconnecting with backoff
+    /// whenever the connection drops; then shuts down warmly.
+    ///
+    /// # Errors
+    ///
+    /// None at present: connection failures are retried. The `Result` leaves
+    /// room for fatal conditions (such as a refused login) without a breaking change.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<WorkerStats, WorkerError> {
+        let mut opts = MqttOptions::new(&self.client_id, &self.addr.host, self.addr.port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_clean_start(true);
+        opts.set_receive_maximum(Some(self.concurrency));
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        opts.set_network_options(net);
+        // Room for one result per task in hand plus subscriptions, so sends
+        // from the main loop never wait on a full channel.
+        let (client, mut eventloop) =
+            AsyncClient::new(opts, usize::from(self.concurrency) * 2 + 16);
+
+        let filters: Vec<String> = self
+            .queues
+            .iter()
+            .map(|q| wire::worker_filter(&self.group, q))
+            .collect();
+        let counters = Arc::new(Counters::default());
+        let mut running: JoinSet<()> = JoinSet::new();
+        let mut in_hand: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
+        let mut backoff = MIN_BACKOFF;
+        let mut draining = false;
+        let drain_deadline = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(drain_deadline);
+
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled(), if !draining => {
+                    draining = true;
+                    tracing::info!(in_hand = running.len(), "worker stopping: taking no new tasks");
+                    for f in &filters {
+                        let _ = client.try_unsubscribe(f.clone());
+                    }
+                    if running.is_empty() {
+                        break;
+                    }
+                    drain_deadline.as_mut().reset(tokio::time::Instant::now() + self.grace);
+                }
+                Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
+                    let id = match &joined { Ok((id, ())) => *id, Err(e) => e.id() };
+                    let task = in_hand.remove(&id);
+                    if let (Err(e), Some((task_id, reply_to))) = (joined, task) {
+                        let error = if e.is_panic() { "handler panicked" } else { "handler was cancelled" };
+                        tracing::error!(task_id, error, "task failed");
+                        counters.failed.fetch_add(1, Ordering::Relaxed);
+                        let reply = WorkerReply::Failure { error: error.into(), retry: false };
+                        let _ = client.try_publish_with_properties(
+                            reply_to, QoS::AtLeastOnce, false,
+                            reply.to_json(Some(&task_id)).to_string(),
+                            correlation(&task_id),
+                        );
+                    }
+                    if draining && running.is_empty() {
+                        break;
+                    }
+                }
+                () = &mut drain_deadline, if draining => {
+                    tracing::warn!(unfinished = running.len(), "grace period over; the broker will hand these tasks to another worker");
+                    running.abort_all();
+                    break;
+                }
+                event = eventloop.poll() => match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        backoff = MIN_BACKOFF;
+                        tracing::info!(broker = %self.addr, client_id = %self.client_id, queues = ?self.queues, concurrency = self.concurrency, "worker connected");
+                        if !draining {
+                            for f in &filters {
+                                if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
+                                    tracing::error!(error = %e, filter = f, "cannot subscribe");
+                                }
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        if let Some((task_id, reply_to, fut)) = self.start(publish, &client, &counters) {
+                            let handle = running.spawn(fut);
+                            in_hand.insert(handle.id(), (task_id, reply_to));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if draining && running.is_empty() {
+                            break;
+                        }
+                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker connection lost");
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = shutdown.cancelled(), if !draining => {}
+                        }
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                },
+            }
+        }
+
+        // Let the results just queued reach the broker, then say goodbye.
+        let _ = client.try_disconnect();
+        let flush = async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), flush).await;
+        let stats = WorkerStats {
+            completed: counters.completed.load(Ordering::Relaxed),
+            failed: counters.failed.load(Ordering::Relaxed),
+        };
+        tracing::info!(
+            completed = stats.completed,
+            failed = stats.failed,
+            "worker stopped"
+        );
+        Ok(stats)
+    }
+
+    /// Turns a delivered task into a future that runs it and publishes its reply.
+    #[allow(clippy::type_complexity)]
+    fn start(
+        &self,
+        publish: Publish,
+        client: &AsyncClient,
+        counters: &Arc<Counters>,
+    ) -> Option<(String, String, Pin<Box<dyn Future<Output = ()> + Send>>)> {
+        let props = publish.properties.unwrap_or_default();
+        let msg: TaskMessage = match serde_json::from_slice(&publish.payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, topic = ?publish.topic, "not a task message; ignored");
+                return None;
+            }
+        };
+        // MQTT 5 properties are authoritative; the JSON fields are the 3.1.1 copy.
+        let reply_to = props
+            .response_topic
+            .clone()
+            .unwrap_or_else(|| msg.reply_to.clone());
+        let task_id = props
+            .correlation_data
+            .as_ref()
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| msg.id.clone());
+        let handler = self.handlers.get(&msg.task).cloned();
+        let ctx = TaskContext {
+            id: task_id.clone(),
+            task: msg.task,
+            queue: msg.queue,
+            args: msg.args,
+            kwargs: msg.kwargs,
+            attempt: msg.attempt,
+            user_properties: props.user_properties,
+        };
+        let client = client.clone();
+        let counters = counters.clone();
+        let (id, topic) = (task_id.clone(), reply_to.clone());
+        let fut = async move {
+            let outcome = match handler {
+                Some(h) => h(ctx).await,
+                None => Err(TaskError::failed(format!(
+                    "no handler for task `{}`",
+                    ctx.task
+                ))),
+            };
+            let reply = match outcome {
+                Ok(v) => {
+                    counters.completed.fetch_add(1, Ordering::Relaxed);
+                    WorkerReply::Success(v)
+                }
+                Err(e) => {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(task_id = %id, error = %e, "task failed");
+                    WorkerReply::Failure {
+                        retry: e.is_retryable(),
+                        error: match e {
+                            TaskError::Failed(m) | TaskError::Retry(m) => m,
+                        },
+                    }
+                }
+            };
+            let payload = reply.to_json(Some(&id)).to_string();
+            if let Err(e) = client
+                .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, correlation(&id))
+                .await
+            {
+                tracing::error!(task_id = %id, error = %e, "cannot publish the result; the broker will redeliver the task");
+            }
+        };
+        Some((task_id, reply_to, Box::pin(fut)))
+    }
+}
+
+fn correlation(task_id: &str) -> PublishProperties {
+    PublishProperties {
+        correlation_data: Some(task_id.as_bytes().to_vec().into()),
+        ..PublishProperties::default()
+    }
+}
+
+/// A client id unique enough for a fleet: prefix, process id and clock.
+pub(crate) fn random_client_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "swarmq-{}-{:x}",
+        std::process::id(),
+        nanos & 0xffff_ffff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_validates() {
+        let ok = Worker::builder("mqtt://h:1")
+            .queue("q")
+            .concurrency(4)
+            .build();
+        assert!(ok.is_ok());
+        assert_eq!(
+            Worker::builder("mqtt://h:1").build().unwrap_err(),
+            WorkerError::NoQueue
+        );
+        assert_eq!(
+            Worker::builder("h:1").queue("a/b").build().unwrap_err(),
+            WorkerError::InvalidQueue("a/b".into())
+        );
+        assert_eq!(
+            Worker::builder("h:1")
+                .queue("q")
+                .concurrency(0)
+                .build()
+                .unwrap_err(),
+            WorkerError::InvalidConcurrency(0)
+        );
+        assert!(matches!(
+            Worker::builder("http://h").queue("q").build(),
+            Err(WorkerError::Url(_))
+        ));
+    }
+
+    #[test]
+    fn task_context_arguments() {
+        let ctx = TaskContext {
+            id: "1".into(),
+            task: "t".into(),
+            queue: "q".into(),
+            args: vec![serde_json::json!("word"), serde_json::json!(3)],
+            kwargs: serde_json::json!({"k": true}).as_object().cloned().unwrap(),
+            attempt: 1,
+            user_properties: vec![],
+        };
+        assert_eq!(ctx.arg::<String>(0).unwrap(), "word");
+        assert_eq!(ctx.arg::<u32>(1).unwrap(), 3);
+        assert!(ctx.arg::<u32>(0).is_err());
+        assert!(ctx.arg::<u32>(5).is_err());
+        assert_eq!(ctx.kwarg::<bool>("k").unwrap(), Some(true));
+        assert_eq!(ctx.kwarg::<bool>("missing").unwrap(), None);
+    }
+}

@@ -1,0 +1,46 @@
+//! swarmq: an MQTT broker whose `tasks/<queue>` topics are durable task queues.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`app`] | building every part from [`Settings`] and running them until shutdown |
+//! | [`settings`] | the configuration tree, its layers and validation |
+//! | [`mqtt`] | the embedded rmqtt broker and its hooks (the only module naming rmqtt) |
+//! | [`dispatch`] | queues, workers, leases, results: every task decision |
+//! | [`queue`] | task records and the durable store (fjall) |
+//! | [`http`] | `/healthz` and `/metrics` |
+//! | [`metrics`] | counter names and rendering |
+//! | [`shutdown`] | the SIGINT/SIGTERM signal |
+//!
+//! # Data flow
+//!
+//! A device publishes a task to `tasks/<queue>`. The broker's publish hook
+//! hands it to the [`Dispatcher`], which validates it, writes it to the
+//! [`QueueStore`](queue::QueueStore), and only then lets the broker send the
+//! PUBACK. The dispatcher picks the subscribed worker (`$share/<group>/tasks/<queue>`)
+//! with the most free capacity and the broker delivers the task to that one
+//! client, with a Response Topic `swarmq/results/<queue>` and the task id as
+//! Correlation Data. The worker's reply comes back through the same hook; the
+//! dispatcher removes the task from the store and publishes the result to the
+//! requester's reply topic.
+//!
+//! ```text
+//! device ──PUBLISH tasks/q──▶ hook ──▶ Dispatcher ──▶ QueueStore (fsync-free journal)
+//!    ▲                                   │  picks least-loaded worker
+//!    │                                   ▼
+//!  reply topic ◀── result ◀── Dispatcher ◀── swarmq/results/q ◀── worker
+//! ```
+
+pub mod app;
+pub mod dispatch;
+pub mod http;
+pub mod metrics;
+pub mod mqtt;
+pub mod queue;
+pub mod settings;
+pub mod shutdown;
+
+pub use app::{App, AppError};
+pub use dispatch::Dispatcher;
+pub use settings::{Settings, SettingsError, Sources};

@@ -1,0 +1,113 @@
+//! The `swarmq` binary: parses flags, loads settings, runs the app until a signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use swarmq::settings::DEFAULT_CONFIG;
+use swarmq::{App, Settings, Sources};
+use tokio_util::sync::CancellationToken;
+
+/// Exit status for a bad configuration (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "swarmq", version, about = "MQTT-bridged IoT task broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker: MQTT, task queues, HTTP /healthz and /metrics.
+    Serve(ServeArgs),
+    /// Print the built-in default configuration, with comments.
+    PrintDefaultConfig,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// MQTT listen address (mqtt.listen), e.g. 0.0.0.0:1883; port 0 picks one.
+    #[arg(long, value_name = "ADDR")]
+    mqtt_listen: Option<String>,
+    /// HTTP listen address (http.listen).
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
+    /// Data directory of the queue store (store.data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A TOML file layered over the defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::PrintDefaultConfig => {
+            print!("{DEFAULT_CONFIG}");
+            ExitCode::SUCCESS
+        }
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWARMQ_LOG")
+                .unwrap_or_else(|_| "info,rmqtt=warn,rmqtt_net=warn,rmqtt_retainer=warn".into()),
+        )
+        .init();
+
+    let mut sources = Sources::from_process_env();
+    sources.file = args.config;
+    if let Some(v) = args.mqtt_listen {
+        sources.overrides.push(("mqtt.listen".into(), v));
+    }
+    if let Some(v) = args.http_listen {
+        sources.overrides.push(("http.listen".into(), v));
+    }
+    if let Some(v) = args.data_dir {
+        sources
+            .overrides
+            .push(("store.data_dir".into(), v.display().to_string()));
+    }
+    let settings = match Settings::load(&sources) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("swarmq: {:#}", anyhow::Error::from(e));
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("swarmq: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("swarmq: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let app = App::build(settings).await.context("cannot start swarmq")?;
+    tracing::info!(mqtt = %app.mqtt_addr(), http = %app.http_addr(), "listening");
+    let token = CancellationToken::new();
+    tokio::spawn(swarmq::shutdown::cancel_on_signal(token.clone()));
+    app.run(token).await;
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! [`TaskHooks`]: translates rmqtt hook events into [`Dispatcher`] calls.
+//!
+//! Every hook runs inline on the session task of the client that caused it,
+//! so each handler here does a short, non-blocking dispatcher call and hands
+//! the resulting messages to the broker's channels.
+//!
+//! | event | topic / condition | action |
+//! |---|---|---|
+//! | `MessagePublishCheckAcl` | `tasks/<queue>` | submit; PUBACK follows only once stored |
+//! | `MessagePublishCheckAcl` | `swarmq/results/<queue>` | worker reply; consumed |
+//! | `SessionSubscribed` | `$share/<g>/<filter>` matching a task topic | worker joins |
+//! | `SessionUnsubscribed` | same | worker leaves that queue |
+//! | `ClientConnected` | restored task subscriptions | worker joins |
+//! | `ClientDisconnected` | any | worker gone; its tasks go to others |
+//! | `MessageExpiryCheck` | a task delivery | veto stale redeliveries |
+
+use std::hash::{Hash, Hasher};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use rmqtt::codec::v5::PublishAckReason;
+use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
+use rmqtt::session::Session;
+use rmqtt::types::{ConnectInfo, PublishAclResult, PublishResult};
+use swarmq_worker::wire::{RESULTS_PREFIX, TASKS_PREFIX};
+
+use super::{DISPATCHER_CLIENT_ID, Publisher};
+use crate::dispatch::{ConnectionId, Dispatcher, Submission, SubmitOutcome, filter_matches};
+use crate::metrics::RejectReason;
+
+/// Capacity an MQTT 5 client announces by leaving Receive Maximum at its
+/// default, which says nothing about how much work it can take.
+const SPEC_DEFAULT_RECEIVE_MAXIMUM: u16 = 65_535;
+
+#[derive(Clone)]
+pub(super) struct TaskHooks {
+    dispatcher: Dispatcher,
+    publisher: Publisher,
+    default_capacity: u32,
+}
+
+impl TaskHooks {
+    pub(super) const TYPES: [Type; 6] = [
+        Type::MessagePublishCheckAcl,
+        Type::SessionSubscribed,
+        Type::SessionUnsubscribed,
+        Type::ClientConnected,
+        Type::ClientDisconnected,
+        Type::MessageExpiryCheck,
+    ];
+
+    pub(super) fn new(dispatcher: Dispatcher, publisher: Publisher, default_capacity: u32) -> Self {
+        TaskHooks {
+            dispatcher,
+            publisher,
+            default_capacity,
+        }
+    }
+
+    async fn on_publish(
+        &self,
+        session: &Session,
+        publish: &rmqtt::types::Publish,
+    ) -> Option<HookResult> {
+        let topic: &str = &publish.topic;
+        if let Some(queue) = topic.strip_prefix(TASKS_PREFIX) {
+            return Some(self.on_task(queue, publish).await);
+        }
+        if topic.starts_with(RESULTS_PREFIX) {
+            let correlation = publish
+                .properties
+                .as_ref()
+                .and_then(|p| p.correlation_data.as_deref());
+            let out = self.dispatcher.complete(
+                &session.id.client_id,
+                correlation,
+                &publish.payload,
+                Instant::now(),
+            );
+            self.publisher.send_all(out).await;
+            // Consumed: results reach requesters through the dispatcher only.
+            return Some(HookResult::PublishAclResult(PublishAclResult(
+                PublishResult::reason_code(PublishAckReason::NoMatchingSubscribers, None, false),
+            )));
+        }
+        None
+    }
+
+    async fn on_task(&self, queue: &str, publish: &rmqtt::types::Publish) -> HookResult {
+        let props = publish.properties.as_ref();
+        let submission = Submission {
+            queue,
+            payload: &publish.payload,
+            response_topic: props
+                .and_then(|p| p.response_topic.as_ref())
+                .map(|t| t.to_string()),
+            correlation_data: props.and_then(|p| p.correlation_data.clone()),
+            user_properties: props
+                .map(|p| {
+                    p.user_properties
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            message_expiry_secs: props
+                .and_then(|p| p.message_expiry_interval)
+                .map(|n| n.get()),
+        };
+        let acl = match self.dispatcher.submit(submission, Instant::now()) {
+            SubmitOutcome::Accepted(out) => {
+                self.publisher.send_all(out).await;
+                // Allowed: rmqtt routes a copy to plain (observer) subscribers;
+                // the shared-subscription policy keeps it from worker groups.
+                PublishAclResult::allow()
+            }
+            SubmitOutcome::Duplicate => PublishAclResult::allow(),
+            SubmitOutcome::Rejected {
+                reason,
+                message,
+                reply,
+            } => {
+                if let Some(reply) = reply {
+                    self.publisher.send_all(vec![reply]).await;
+                }
+                let code = match reason {
+                    RejectReason::InvalidPayload | RejectReason::PayloadTooLarge => {
+                        PublishAckReason::PayloadFormatInvalid
+                    }
+                    RejectReason::InvalidQueue | RejectReason::UnknownQueue => {
+                        PublishAckReason::TopicNameInvalid
+                    }
+                    RejectReason::QueueFull => PublishAckReason::QuotaExceeded,
+                    RejectReason::ShuttingDown => PublishAckReason::ImplementationSpecificError,
+                };
+                PublishAclResult(PublishResult::reason_code(
+                    code,
+                    Some(message.into()),
+                    false,
+                ))
+            }
+            // Disconnecting without PUBACK makes the client resend the task.
+            SubmitOutcome::NotStored(e) => PublishAclResult(PublishResult::reason_code(
+                PublishAckReason::UnspecifiedError,
+                Some(format!("task not stored: {e}").into()),
+                true,
+            )),
+        };
+        HookResult::PublishAclResult(acl)
+    }
+
+    async fn capacity(&self, session: &Session) -> u32 {
+        let announced = match session.connect_info().await.ok().as_deref() {
+            Some(ConnectInfo::V5(_, connect)) => connect.receive_max.map(|n| n.get()),
+            _ => None,
+        };
+        match announced {
+            Some(n) if n != SPEC_DEFAULT_RECEIVE_MAXIMUM => u32::from(n),
+            _ => self.default_capacity,
+        }
+    }
+
+    async fn on_subscribed(&self, session: &Session, filter: &str, shared: bool) {
+        if !shared || !could_select_tasks(filter) {
+            return;
+        }
+        let capacity = self.capacity(session).await;
+        let out = self.dispatcher.worker_subscribed(
+            &session.id.client_id,
+            connection_id(session),
+            capacity,
+            filter,
+            Instant::now(),
+        );
+        self.publisher.send_all(out).await;
+    }
+
+    /// A persistent session that reconnects keeps its subscriptions without
+    /// subscribing again: register the task ones.
+    async fn on_connected(&self, session: &Session) {
+        self.dispatcher.metrics().connections_add(1);
+        let Ok(subs) = session.subscriptions().await else {
+            return;
+        };
+        let filters: Vec<String> = subs
+            .read()
+            .await
+            .iter()
+            .filter(|(f, opts)| opts.shared_group().is_some() && could_select_tasks(f))
+            .map(|(f, _)| f.to_string())
+            .collect();
+        for f in filters {
+            self.on_subscribed(session, &f, true).await;
+        }
+    }
+}
+
+/// Whether a subscription filter can match some `tasks/<queue>` topic.
+fn could_select_tasks(filter: &str) -> bool {
+    filter_matches(filter, "tasks/x") || filter.starts_with(TASKS_PREFIX)
+}
+
+/// Distinguishes successive connections that use one client id.
+fn connection_id(session: &Session) -> ConnectionId {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    session.id.create_time.hash(&mut h);
+    session.id.remote_addr.hash(&mut h);
+    session.id.client_id.hash(&mut h);
+    h.finish()
+}
+
+#[async_trait]
+impl Handler for TaskHooks {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        match param {
+            Parameter::MessagePublishCheckAcl(session, publish) => {
+                match self.on_publish(session, publish).await {
+                    // Our verdict is final for task and result topics.
+                    Some(result) => (false, Some(result)),
+                    None => (true, acc),
+                }
+            }
+            Parameter::SessionSubscribed(session, sub) => {
+                self.on_subscribed(
+                    session,
+                    &sub.topic_filter,
+                    sub.opts.shared_group().is_some(),
+                )
+                .await;
+                (true, acc)
+            }
+            Parameter::SessionUnsubscribed(session, unsub) => {
+                if unsub.shared_group.is_some() && could_select_tasks(&unsub.topic_filter) {
+                    self.dispatcher
+                        .worker_unsubscribed(&session.id.client_id, &unsub.topic_filter);
+                }
+                (true, acc)
+            }
+            Parameter::ClientConnected(session) => {
+                self.on_connected(session).await;
+                (true, acc)
+            }
+            Parameter::ClientDisconnected(session, _reason) => {
+                self.dispatcher.metrics().connections_add(-1);
+                let out = self.dispatcher.worker_gone(
+                    &session.id.client_id,
+                    connection_id(session),
+                    Instant::now(),
+                );
+                self.publisher.send_all(out).await;
+                (true, acc)
+            }
+            Parameter::MessageExpiryCheck(session, from, publish) => {
+                let ours = from.id.client_id.as_ref() as &str == DISPATCHER_CLIENT_ID
+                    && publish.topic.starts_with(TASKS_PREFIX)
+                    && publish.target_clientid.is_some();
+                if ours {
+                    let task_id = publish
+                        .properties
+                        .as_ref()
+                        .and_then(|p| p.correlation_data.as_deref())
+                        .and_then(|c| std::str::from_utf8(c).ok());
+                    if let Some(task_id) = task_id {
+                        if !self
+                            .dispatcher
+                            .lease_held_by(task_id, &session.id.client_id)
+                        {
+                            tracing::debug!(task_id, worker = %session.id.client_id, "stale task redelivery vetoed");
+                            return (false, Some(HookResult::MessageExpiry));
+                        }
+                    }
+                }
+                (true, acc)
+            }
+            _ => (true, acc),
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! [`EmbeddedBroker`]: the rmqtt MQTT broker, embedded and wired to the dispatcher.
+//!
+//! This is the only module that names `rmqtt`. It builds the broker's context
+//! and TCP listener from our [`MqttSettings`], installs the task-aware
+//! shared-subscription policy ([`shared`]) and the hooks ([`hooks`]) that turn
+//! MQTT events into [`Dispatcher`] calls, and publishes the dispatcher's
+//! [`Outbound`] messages back into the broker.
+//!
+//! rmqtt has no shutdown API: [`EmbeddedBroker::run`] drops the server future
+//! when its token is cancelled, which closes the listener and every connection.
+
+mod hooks;
+mod shared;
+
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::time::{Duration, Instant};
+
+use rmqtt::codec::types::{Publish as CodecPublish, QoS};
+use rmqtt::codec::v5::PublishProperties;
+use rmqtt::context::ServerContext;
+use rmqtt::net::{Builder, Listener};
+use rmqtt::server::MqttServer;
+use rmqtt::session::SessionState;
+use rmqtt::types::{From, Id, Publish};
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::{Dispatcher, Outbound, TICK_INTERVAL};
+use crate::settings::{MqttSettings, TaskSettings};
+
+/// Client id the broker's own messages (task deliveries, results) come from.
+const DISPATCHER_CLIENT_ID: &str = "$swarmq";
+
+/// Listener id given to rmqtt; any constant works for a single listener.
+const LISTENER_ID: u16 = 1;
+
+/// Errors while starting the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The MQTT listener could not bind its address.
+    #[error("cannot listen for MQTT on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: rmqtt::Error,
+    },
+    /// An rmqtt plugin failed to start.
+    #[error("cannot start the broker's `{name}` plugin: {message}")]
+    Plugin {
+        /// Plugin name.
+        name: &'static str,
+        /// rmqtt's message.
+        message: String,
+    },
+}
+
+/// The embedded broker, bound and ready to run.
+pub struct EmbeddedBroker {
+    scx: ServerContext,
+    listener: Listener,
+    local_addr: SocketAddr,
+    publisher: Publisher,
+}
+
+impl std::fmt::Debug for EmbeddedBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBroker")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedBroker {
+    /// Builds the broker context, installs plugins and hooks, and binds the listener.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the address cannot be bound or a plugin cannot start.
+    pub async fn bind(
+        mqtt: &MqttSettings,
+        tasks: &TaskSettings,
+        dispatcher: Dispatcher,
+    ) -> Result<EmbeddedBroker, BrokerError> {
+        let scx = ServerContext::new()
+            .plugins_config_map_add(
+                "rmqtt-retainer",
+                "storage.type = \"ram\"\nmax_retained_messages = 0\n",
+            )
+            .build()
+            .await;
+
+        rmqtt_retainer::register_named(&scx, "rmqtt-retainer", true, false)
+            .await
+            .map_err(|e| BrokerError::Plugin {
+                name: "rmqtt-retainer",
+                message: e.to_string(),
+            })?;
+        *scx.extends.shared_subscription_mut().await =
+            Box::new(shared::TaskAwareSharing::default());
+
+        let publisher = Publisher {
+            scx: scx.clone(),
+            from: From::from_system(Id::new(
+                scx.node.id(),
+                LISTENER_ID,
+                None,
+                None,
+                DISPATCHER_CLIENT_ID.into(),
+                None,
+            )),
+        };
+        let handler = hooks::TaskHooks::new(dispatcher, publisher.clone(), tasks.default_capacity);
+        let register = scx.extends.hook_mgr().register();
+        for typ in hooks::TaskHooks::TYPES {
+            register.add(typ, Box::new(handler.clone())).await;
+        }
+        register.start().await;
+
+        let max_inflight = NonZeroU16::new(mqtt.max_inflight).unwrap_or(NonZeroU16::MIN);
+        let listener = Builder::new()
+            .name("mqtt")
+            .laddr(mqtt.listen)
+            .nodelay(mqtt.tcp_nodelay)
+            .reuseaddr(Some(true))
+            .allow_anonymous(mqtt.allow_anonymous)
+            .max_packet_size(mqtt.max_packet_size_bytes)
+            .max_inflight(max_inflight)
+            .max_mqueue_len(mqtt.max_mqueue_len)
+            .max_connections(mqtt.max_connections)
+            .session_expiry_interval(Duration::from_secs(mqtt.session_expiry_interval_secs))
+            .message_expiry_interval(Duration::from_secs(mqtt.message_expiry_interval_secs))
+            .bind()
+            .map_err(|source| BrokerError::Bind {
+                addr: mqtt.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
+            addr: mqtt.listen,
+            source,
+        })?;
+        Ok(EmbeddedBroker {
+            scx,
+            listener,
+            local_addr,
+            publisher,
+        })
+    }
+
+    /// The address the MQTT listener is bound to (the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves MQTT and runs the lease/expiry sweep until `token` is cancelled.
+    pub async fn run(self, dispatcher: Dispatcher, token: CancellationToken) {
+        let server = MqttServer::new(self.scx.clone())
+            .listener_by_id(self.listener, LISTENER_ID)
+            .build();
+        let publisher = self.publisher;
+        let sweep = async {
+            let mut interval = tokio::time::interval(TICK_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                publisher.send_all(dispatcher.tick(Instant::now())).await;
+            }
+        };
+        tokio::select! {
+            res = server.run() => {
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "MQTT server stopped");
+                }
+            }
+            () = sweep => {}
+            () = token.cancelled() => {
+                tracing::info!("MQTT broker stopping");
+            }
+        }
+    }
+}
+
+/// Publishes [`Outbound`] messages into the broker on the dispatcher's behalf.
+#[derive(Clone)]
+pub(crate) struct Publisher {
+    scx: ServerContext,
+    from: From,
+}
+
+impl Publisher {
+    pub(crate) async fn send_all(&self, messages: Vec<Outbound>) {
+        for m in messages {
+            self.send(m).await;
+        }
+    }
+
+    async fn send(&self, message: Outbound) {
+        let (publish, what) = match message {
+            Outbound::Deliver {
+                worker,
+                queue,
+                task_id,
+                reply_to,
+                payload,
+                user_properties,
+            } => {
+                let properties = PublishProperties {
+                    response_topic: Some(reply_to.into()),
+                    correlation_data: Some(task_id.into_bytes().into()),
+                    user_properties: user_properties
+                        .into_iter()
+                        .map(|(k, v)| (k.into(), v.into()))
+                        .collect(),
+                    ..PublishProperties::default()
+                };
+                let p = codec_publish(swarmq_worker::wire::task_topic(&queue), payload, properties);
+                (Publish::from(p).target_clientid(worker.into()), "task")
+            }
+            Outbound::Reply {
+                topic,
+                correlation_data,
+                payload,
+            } => {
+                let properties = PublishProperties {
+                    correlation_data,
+                    ..PublishProperties::default()
+                };
+                (
+                    Publish::from(codec_publish(topic, payload, properties)),
+                    "result",
+                )
+            }
+        };
+        if let Err(e) =
+            SessionState::forwards(&self.scx, self.from.clone(), publish, false, None).await
+        {
+            tracing::warn!(error = %e, what, "broker could not route a message");
+        }
+    }
+}
+
+fn codec_publish(
+    topic: String,
+    payload: bytes::Bytes,
+    properties: PublishProperties,
+) -> CodecPublish {
+    CodecPublish {
+        dup: false,
+        retain: false,
+        qos: QoS::AtLeastOnce,
+        topic: topic.into(),
+        packet_id: None,
+        payload,
+        properties: Some(properties),
+    }
+}

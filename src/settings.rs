@@ -1,0 +1,420 @@
+//! [`Settings`]: the typed configuration tree, its layered loading and validation.
+//!
+//! `config/default.toml` is compiled in and is the only place default values
+//! live. [`Settings::load`] stacks, lowest first: that file, an optional file
+//! given with `--config`, environment variables `SWARMQ__SECTION__KEY`, and
+//! overrides from command-line flags. The environment is passed in as a map, so
+//! tests never touch the process environment.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+use crate::queue::SyncMode;
+
+/// The built-in default configuration, commented.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/default.toml");
+
+/// Prefix of environment variables (followed by `__`).
+pub const ENV_PREFIX: &str = "SWARMQ";
+
+/// Everything swarmq can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The embedded MQTT broker.
+    pub mqtt: MqttSettings,
+    /// The HTTP endpoint.
+    pub http: HttpSettings,
+    /// The durable queue store.
+    pub store: StoreSettings,
+    /// Defaults for tasks and queues.
+    pub tasks: TaskSettings,
+    /// Declared queues, by name.
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueSettings>,
+    /// Shutdown behaviour.
+    pub shutdown: ShutdownSettings,
+}
+
+/// `[mqtt]`: the embedded broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSettings {
+    /// Listener address.
+    pub listen: SocketAddr,
+    /// Let clients without a username connect.
+    pub allow_anonymous: bool,
+    /// Largest MQTT packet accepted.
+    pub max_packet_size_bytes: u32,
+    /// In-flight window per client, and the announced Receive Maximum.
+    pub max_inflight: u16,
+    /// Messages queued per session beyond the in-flight window.
+    pub max_mqueue_len: usize,
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// Session expiry for persistent sessions that ask for none.
+    pub session_expiry_interval_secs: u64,
+    /// Expiry of undelivered ordinary messages (0 = none).
+    pub message_expiry_interval_secs: u64,
+    /// TCP_NODELAY on accepted sockets.
+    pub tcp_nodelay: bool,
+}
+
+/// `[http]`: the HTTP endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Listener address.
+    pub listen: SocketAddr,
+}
+
+/// `[store]`: the durable queue store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Durability of each write.
+    pub sync: SyncMode,
+}
+
+/// `[tasks]`: task and queue defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSettings {
+    /// Capacity of a worker that announces none.
+    pub default_capacity: u32,
+    /// Largest task payload.
+    pub max_payload_bytes: usize,
+    /// Create queues on first use.
+    pub auto_create_queues: bool,
+    /// Default [`QueueLimits::max_length`].
+    pub max_length: usize,
+    /// Default [`QueueLimits::lease_timeout_ms`].
+    pub lease_timeout_ms: u64,
+    /// Default [`QueueLimits::max_attempts`].
+    pub max_attempts: u32,
+    /// Default [`QueueLimits::max_per_worker`].
+    pub max_per_worker: u32,
+    /// Completed task ids remembered for deduplication.
+    pub dedupe_window: usize,
+}
+
+impl TaskSettings {
+    /// The default limits of every queue.
+    pub fn limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_length: self.max_length,
+            lease_timeout_ms: self.lease_timeout_ms,
+            max_attempts: self.max_attempts,
+            max_per_worker: self.max_per_worker,
+        }
+    }
+}
+
+/// Limits of one queue, after defaults are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Most tasks held (waiting + in flight).
+    pub max_length: usize,
+    /// Lease of a delivered task, in milliseconds.
+    pub lease_timeout_ms: u64,
+    /// Deliveries before a task fails for good.
+    pub max_attempts: u32,
+    /// Most unfinished tasks of this queue per worker (0 = no cap).
+    pub max_per_worker: u32,
+}
+
+impl QueueLimits {
+    /// The lease timeout as a duration.
+    pub fn lease_timeout(&self) -> Duration {
+        Duration::from_millis(self.lease_timeout_ms)
+    }
+}
+
+/// `[queues.<name>]`: overrides for one declared queue.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// See [`QueueLimits::max_length`].
+    pub max_length: Option<usize>,
+    /// See [`QueueLimits::lease_timeout_ms`].
+    pub lease_timeout_ms: Option<u64>,
+    /// See [`QueueLimits::max_attempts`].
+    pub max_attempts: Option<u32>,
+    /// See [`QueueLimits::max_per_worker`].
+    pub max_per_worker: Option<u32>,
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownSettings {
+    /// Longest wait for in-flight tasks on shutdown.
+    pub grace_period_ms: u64,
+}
+
+/// A configuration that could not be loaded or is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A source could not be read or parsed, or a value has the wrong type.
+    #[error("cannot load configuration")]
+    Load(#[from] config::ConfigError),
+    /// A value is out of range.
+    #[error("invalid setting `{key}`: {reason}")]
+    Invalid {
+        /// Dotted path of the offending key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Where settings come from, besides the built-in defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// A TOML file given with `--config`.
+    pub file: Option<PathBuf>,
+    /// Environment variables; only those starting with `SWARMQ__` are read.
+    pub env: HashMap<String, String>,
+    /// Final overrides (command-line flags), as dotted key → value.
+    pub overrides: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// Sources with the process environment and no file or overrides.
+    pub fn from_process_env() -> Sources {
+        Sources {
+            env: std::env::vars().collect(),
+            ..Sources::default()
+        }
+    }
+}
+
+impl Settings {
+    /// Loads and validates settings from `sources` layered on the defaults.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`SettingsError`] naming the file, key or value at fault.
+    pub fn load(sources: &Sources) -> Result<Settings, SettingsError> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(DEFAULT_CONFIG, FileFormat::Toml));
+        if let Some(path) = &sources.file {
+            builder = builder.add_source(File::from(path.as_path()).required(true));
+        }
+        let env: HashMap<String, String> = sources
+            .env
+            .iter()
+            .filter(|(k, _)| k.starts_with("SWARMQ__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        for (key, value) in &sources.overrides {
+            builder = builder.set_override(key.as_str(), value.as_str())?;
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Loads the built-in defaults alone.
+    ///
+    /// # Errors
+    ///
+    /// Only if the built-in file is broken, which a unit test rules out.
+    pub fn defaults() -> Result<Settings, SettingsError> {
+        Settings::load(&Sources::default())
+    }
+
+    /// Checks ranges and names that the types alone do not.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`SettingsError::Invalid`] with the key path.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key: &str, reason: &str| {
+            Err(SettingsError::Invalid {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.mqtt.max_inflight == 0 {
+            return invalid("mqtt.max_inflight", "must be at least 1");
+        }
+        if self.mqtt.max_packet_size_bytes < 1024 {
+            return invalid("mqtt.max_packet_size_bytes", "must be at least 1024");
+        }
+        if self.tasks.default_capacity == 0 || self.tasks.default_capacity > 65_535 {
+            return invalid("tasks.default_capacity", "must be between 1 and 65535");
+        }
+        if self.tasks.max_payload_bytes == 0
+            || self.tasks.max_payload_bytes > self.mqtt.max_packet_size_bytes as usize
+        {
+            return invalid(
+                "tasks.max_payload_bytes",
+                "must be between 1 and mqtt.max_packet_size_bytes",
+            );
+        }
+        check_limits("tasks", &self.tasks.limits())?;
+        for (name, q) in &self.queues {
+            if !swarmq_worker::wire::is_valid_queue_name(name) {
+                return invalid(
+                    &format!("queues.{name}"),
+                    "a queue name is 1 to 64 of A-Z a-z 0-9 _ . -",
+                );
+            }
+            check_limits(&format!("queues.{name}"), &self.queue_limits_of(q))?;
+        }
+        if self.store.data_dir.as_os_str().is_empty() {
+            return invalid("store.data_dir", "must not be empty");
+        }
+        Ok(())
+    }
+
+    /// Limits for queue `name`: its declared overrides on top of `[tasks]`.
+    pub fn queue_limits(&self, name: &str) -> QueueLimits {
+        match self.queues.get(name) {
+            Some(q) => self.queue_limits_of(q),
+            None => self.tasks.limits(),
+        }
+    }
+
+    fn queue_limits_of(&self, q: &QueueSettings) -> QueueLimits {
+        let d = self.tasks.limits();
+        QueueLimits {
+            max_length: q.max_length.unwrap_or(d.max_length),
+            lease_timeout_ms: q.lease_timeout_ms.unwrap_or(d.lease_timeout_ms),
+            max_attempts: q.max_attempts.unwrap_or(d.max_attempts),
+            max_per_worker: q.max_per_worker.unwrap_or(d.max_per_worker),
+        }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.store.data_dir
+    }
+}
+
+fn check_limits(section: &str, l: &QueueLimits) -> Result<(), SettingsError> {
+    let invalid = |key: &str, reason: &str| {
+        Err(SettingsError::Invalid {
+            key: format!("{section}.{key}"),
+            reason: reason.into(),
+        })
+    };
+    if l.max_length == 0 {
+        return invalid("max_length", "must be at least 1");
+    }
+    if l.lease_timeout_ms < 100 {
+        return invalid("lease_timeout_ms", "must be at least 100");
+    }
+    if l.max_attempts == 0 {
+        return invalid("max_attempts", "must be at least 1");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_defaults_load_and_validate() {
+        let s = Settings::defaults().unwrap();
+        assert_eq!(s.mqtt.listen, "127.0.0.1:1883".parse().unwrap());
+        assert_eq!(s.http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.store.data_dir, PathBuf::from("./data"));
+        assert_eq!(s.tasks.default_capacity, 1);
+        assert!(s.mqtt.allow_anonymous);
+        assert!(s.queues.is_empty());
+    }
+
+    #[test]
+    fn env_overrides_defaults_and_declares_queues() {
+        let env = HashMap::from([
+            ("SWARMQ__MQTT__LISTEN".to_string(), "0.0.0.0:0".to_string()),
+            ("SWARMQ__TASKS__DEFAULT_CAPACITY".into(), "4".into()),
+            ("SWARMQ__QUEUES__WORD_COUNT__MAX_LENGTH".into(), "10".into()),
+            ("UNRELATED".into(), "x".into()),
+        ]);
+        let s = Settings::load(&Sources {
+            env,
+            ..Sources::default()
+        })
+        .unwrap();
+        assert_eq!(s.mqtt.listen.port(), 0);
+        assert_eq!(s.tasks.default_capacity, 4);
+        assert_eq!(s.queue_limits("word_count").max_length, 10);
+        assert_eq!(
+            s.queue_limits("word_count").max_attempts,
+            s.tasks.max_attempts
+        );
+        assert_eq!(s.queue_limits("other"), s.tasks.limits());
+    }
+
+    #[test]
+    fn file_then_overrides_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("swarmq.toml");
+        std::fs::write(
+            &path,
+            "[http]\nlisten = \"127.0.0.1:9999\"\n[queues.q1]\nmax_attempts = 2\n",
+        )
+        .unwrap();
+        let s = Settings::load(&Sources {
+            file: Some(path),
+            env: HashMap::from([("SWARMQ__HTTP__LISTEN".into(), "127.0.0.1:7777".into())]),
+            overrides: vec![("store.data_dir".into(), "/tmp/x".into())],
+        })
+        .unwrap();
+        assert_eq!(s.http.listen.port(), 7777);
+        assert_eq!(s.queue_limits("q1").max_attempts, 2);
+        assert_eq!(s.store.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let bad = |k: &str, v: &str| {
+            Settings::load(&Sources {
+                overrides: vec![(k.into(), v.into())],
+                ..Sources::default()
+            })
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(bad("tasks.default_capacity", "0").contains("tasks.default_capacity"));
+        assert!(bad("tasks.max_attempts", "0").contains("tasks.max_attempts"));
+        assert!(bad("mqtt.listen", "nonsense").contains("cannot load"));
+        let e = Settings::load(&Sources {
+            env: HashMap::from([("SWARMQ__QUEUES__BAD$NAME__MAX_LENGTH".into(), "1".into())]),
+            ..Sources::default()
+        });
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.toml");
+        std::fs::write(&path, "[mqtt]\nlisten_typo = 1\n").unwrap();
+        assert!(
+            Settings::load(&Sources {
+                file: Some(path),
+                ..Sources::default()
+            })
+            .is_err()
+        );
+    }
+}
