@@ -56,6 +56,7 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWARMQ_LOG")
                 .unwrap_or_else(|_| "info,rmqtt=warn,rmqtt_net=warn,rmqtt_retainer=warn".into()),

@@ -70,6 +70,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SWARMQ_LOG")
                 .unwrap_or_else(|_| "warn,swarmq_worker=info".into()),

@@ -1,0 +1,10 @@
+#![allow(unreachable_pub, dead_code)]
+
+//! Integration tests: the real broker in-process on ephemeral ports, driven by
+//! real MQTT clients (rumqttc, the SDK, mosquitto_pub/sub, Python paho-mqtt),
+//! and the real binary where a process must die.
+
+mod contract;
+mod dispatch;
+mod durability;
+mod support;
