@@ -360,12 +360,12 @@ impl Dispatcher {
             let msg = format!("unknown queue `{}`", sub.queue);
             return reject(RejectReason::UnknownQueue, msg, reply.as_ref(), parsed.id);
         }
-        if let Some(id) = &parsed.id {
-            if state.ids.contains_key(id) || state.recent_done_set.contains(id) {
-                metrics.task_duplicate();
-                tracing::info!(queue = sub.queue, task_id = %id, "duplicate task id, not run again");
-                return SubmitOutcome::Duplicate;
-            }
+        if let Some(id) = &parsed.id
+            && (state.ids.contains_key(id) || state.recent_done_set.contains(id))
+        {
+            metrics.task_duplicate();
+            tracing::info!(queue = sub.queue, task_id = %id, "duplicate task id, not run again");
+            return SubmitOutcome::Duplicate;
         }
         let key = match state.keys.generate() {
             Ok(ulid) => TaskKey(ulid),
@@ -451,12 +451,11 @@ impl Dispatcher {
         }
         // An exact queue filter creates the queue, so a worker can wait on a
         // queue nobody has submitted to yet.
-        if let Some(name) = filter.strip_prefix(wire::TASKS_PREFIX) {
-            if wire::is_valid_queue_name(name)
-                && (self.inner.settings.tasks.auto_create_queues || state.queues.contains_key(name))
-            {
-                self.ensure_queue(&mut state, name);
-            }
+        if let Some(name) = filter.strip_prefix(wire::TASKS_PREFIX)
+            && wire::is_valid_queue_name(name)
+            && (self.inner.settings.tasks.auto_create_queues || state.queues.contains_key(name))
+        {
+            self.ensure_queue(&mut state, name);
         }
         let matching: Vec<String> = state
             .queues
@@ -465,10 +464,10 @@ impl Dispatcher {
             .cloned()
             .collect();
         for q in &matching {
-            if let Some(queue) = state.queues.get_mut(q) {
-                if !queue.consumers.iter().any(|c| c == worker) {
-                    queue.consumers.push(worker.to_string());
-                }
+            if let Some(queue) = state.queues.get_mut(q)
+                && !queue.consumers.iter().any(|c| c == worker)
+            {
+                queue.consumers.push(worker.to_string());
             }
         }
         tracing::info!(worker, capacity, filter, queues = ?matching, "worker subscribed");
@@ -603,12 +602,12 @@ impl Dispatcher {
             None => state.queues.get_mut(&queue_name),
             Some(_) => None,
         };
-        if let Some(q) = waiting_queue {
-            if let Some(pos) = q.waiting.iter().position(|k| *k == key) {
-                q.waiting.remove(pos);
-                if has_expiry {
-                    q.expiring = q.expiring.saturating_sub(1);
-                }
+        if let Some(q) = waiting_queue
+            && let Some(pos) = q.waiting.iter().position(|k| *k == key)
+        {
+            q.waiting.remove(pos);
+            if has_expiry {
+                q.expiring = q.expiring.saturating_sub(1);
             }
         }
         let limits = self.inner.settings.queue_limits(&queue_name);
@@ -906,7 +905,7 @@ impl Dispatcher {
 
     /// A delivery of `key` ended without a result: end its lease, count the
     /// attempt and put the task back at the front of its queue, or fail it
-    /// after the last one. Returns the queue to pump.
+    /// after the last one. Returns the queue to pump, as a slot was freed.
     fn release(
         &self,
         state: &mut State,
@@ -932,7 +931,8 @@ impl Dispatcher {
                 None,
                 out,
             );
-            return None;
+            // The slot it held is free either way.
+            return Some(queue);
         }
         self.requeue_front(state, key);
         Some(queue)
@@ -1169,19 +1169,19 @@ fn parse_request(payload: &[u8]) -> Result<ParsedRequest, BadRequest> {
     let reply_topic = reply_topic.map_err(&fail)?;
     let correlation_id = correlation_id.map_err(&fail)?;
     let id = id.map_err(&fail)?;
-    if let Some(t) = &reply_topic {
-        if !is_valid_reply_topic(t) {
-            return Err(fail(format!(
-                "field `reply_to` is not a valid topic name: `{t}`"
-            )));
-        }
+    if let Some(t) = &reply_topic
+        && !is_valid_reply_topic(t)
+    {
+        return Err(fail(format!(
+            "field `reply_to` is not a valid topic name: `{t}`"
+        )));
     }
-    if let Some(id) = &id {
-        if id.is_empty() || id.len() > MAX_TASK_ID_LEN {
-            return Err(fail(format!(
-                "field `id` must be 1 to {MAX_TASK_ID_LEN} bytes"
-            )));
-        }
+    if let Some(id) = &id
+        && (id.is_empty() || id.len() > MAX_TASK_ID_LEN)
+    {
+        return Err(fail(format!(
+            "field `id` must be 1 to {MAX_TASK_ID_LEN} bytes"
+        )));
     }
     let task = str_field(&obj, "task").map_err(&fail)?;
     if task.as_deref() == Some("") {

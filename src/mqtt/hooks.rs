@@ -260,14 +260,13 @@ impl Handler for TaskHooks {
                         .as_ref()
                         .and_then(|p| p.correlation_data.as_deref())
                         .and_then(|c| std::str::from_utf8(c).ok());
-                    if let Some(task_id) = task_id {
-                        if !self
+                    if let Some(task_id) = task_id
+                        && !self
                             .dispatcher
                             .lease_held_by(task_id, &session.id.client_id)
-                        {
-                            tracing::debug!(task_id, worker = %session.id.client_id, "stale task redelivery vetoed");
-                            return (false, Some(HookResult::MessageExpiry));
-                        }
+                    {
+                        tracing::debug!(task_id, worker = %session.id.client_id, "stale task redelivery vetoed");
+                        return (false, Some(HookResult::MessageExpiry));
                     }
                 }
                 (true, acc)

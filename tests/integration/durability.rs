@@ -47,10 +47,9 @@ impl BrokerProcess {
                     .split_whitespace()
                     .find_map(|w| w.strip_prefix("mqtt="))
                     .and_then(|a| a.parse::<SocketAddr>().ok())
+                    && let Some(tx) = tx.take()
                 {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
-                    }
+                    let _ = tx.send(addr);
                 }
             }
         });

@@ -4,7 +4,10 @@
 //! real MQTT clients (rumqttc, the SDK, mosquitto_pub/sub, Python paho-mqtt),
 //! and the real binary where a process must die.
 
+mod broker;
 mod contract;
 mod dispatch;
 mod durability;
+mod http;
+mod interop;
 mod support;

@@ -400,3 +400,40 @@ pub async fn wait_consumers(broker: &TestBroker, queue: &str, n: usize) {
     })
     .await;
 }
+
+/// Kills a child process on drop, so a failing test leaves nothing running.
+/// A child started through `setsid` leads its own process group; then the
+/// whole group is killed (a shell script and the clients it started).
+pub struct ChildGuard {
+    pub child: std::process::Child,
+    group: bool,
+}
+
+impl ChildGuard {
+    /// Guards a plain child.
+    pub fn new(child: std::process::Child) -> ChildGuard {
+        ChildGuard {
+            child,
+            group: false,
+        }
+    }
+
+    /// Guards a child started with `setsid`, which leads its process group.
+    pub fn group_leader(child: std::process::Child) -> ChildGuard {
+        ChildGuard { child, group: true }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        if self.group && pid > 1 {
+            let _ = std::process::Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{pid}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,94 @@
+//! The word count end to end, as a user runs it: a real broker, two
+//! `word-count worker` processes and `word-count count` on the original text.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use swarmq::{App, Settings, Sources};
+use tokio_util::sync::CancellationToken;
+
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_prints_the_original_top_five() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings::load(&Sources {
+        overrides: vec![
+            ("mqtt.listen".into(), "127.0.0.1:0".into()),
+            ("http.listen".into(), "127.0.0.1:0".into()),
+            ("store.data_dir".into(), dir.path().display().to_string()),
+        ],
+        ..Sources::default()
+    })
+    .unwrap();
+    let app = App::build(settings).await.unwrap();
+    let url = format!("mqtt://{}", app.mqtt_addr());
+    let dispatcher = app.dispatcher().clone();
+    let token = CancellationToken::new();
+    tokio::spawn(app.run(token.clone()));
+
+    let bin = env!("CARGO_BIN_EXE_word-count");
+    let _workers: Vec<Kill> = (0..2)
+        .map(|i| {
+            Kill(
+                Command::new(bin)
+                    .args([
+                        "worker",
+                        "--url",
+                        &url,
+                        "--concurrency",
+                        "4",
+                        "--client-id",
+                        &format!("wc-{i}"),
+                    ])
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !dispatcher
+        .queues()
+        .iter()
+        .any(|q| q.name == "word_count" && q.consumers == 2)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "workers did not subscribe"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let text = concat!(env!("CARGO_MANIFEST_DIR"), "/text/aesop11.txt");
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(bin)
+            .args(["count", "--url", &url, "--words", "2190", text])
+            .output(),
+    )
+    .await
+    .expect("count finishes")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[..5],
+        ["would 12", "which 8", "their 8", "caught 6", "Farmer 6"]
+    );
+    assert!(lines[5].starts_with("2190 tasks in "), "{}", lines[5]);
+    assert!(dispatcher.workers().iter().all(|w| w.in_flight == 0));
+    token.cancel();
+}
