@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Word-count benchmark against a fresh broker, as the original experiment ran:
+# one mapper(word) task per word, 2 workers, results reduced by the producer.
+#
+#   benches/wordcount.sh            # 2,190 words x3, gulliver.txt x2, 2,000 round trips
+#   RUNS=1 benches/wordcount.sh
+#
+# Prints tasks/s for each run, round-trip p50/p99 (one task at a time), and the
+# CPU seconds each process used, so the broker's share of the work is visible.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+CONCURRENCY=${CONCURRENCY:-16}
+TEXT=devices/word-count/text
+
+cargo build --release -q -p swarmq -p word-count
+BIN=target/release
+DATA=$(mktemp -d)
+LOG=$(mktemp)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DATA" "$LOG"; }
+trap cleanup EXIT
+
+SWARMQ_LOG=info "$BIN/swarmq" serve --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$DATA" >"$LOG" 2>&1 &
+broker=$!; pids+=("$broker")
+for _ in $(seq 100); do grep -q 'listening' "$LOG" && break; sleep 0.1; done
+ADDR=$(grep -o 'mqtt=[0-9.:]*' "$LOG" | head -1 | cut -d= -f2)
+URL="mqtt://$ADDR"
+for i in 1 2; do
+  "$BIN/word-count" worker --url "$URL" --concurrency "$CONCURRENCY" --client-id "bench-worker-$i" 2>/dev/null &
+  pids+=("$!")
+done
+workers=("${pids[@]:1}")
+
+cpu() { # utime+stime of a pid, in seconds
+  awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$1/stat"
+}
+cpu_all() { local s=0; for p in "$@"; do s=$(awk -v a="$s" -v b="$(cpu "$p")" 'BEGIN{print a+b}'); done; echo "$s"; }
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
+echo "swarmq $($BIN/swarmq --version | cut -d' ' -f2), 2 workers x concurrency $CONCURRENCY, broker at $URL"
+# Let both workers subscribe before the first run.
+"$BIN/word-count" latency --url "$URL" --tasks 100 >/dev/null
+
+run() { # label, args...
+  local label=$1; shift
+  local b0 w0; b0=$(cpu "$broker"); w0=$(cpu_all "${workers[@]}")
+  local out t0 t1; t0=$(awk '{print $14+$15+$16+$17}' /proc/$$/stat)
+  out=$("$BIN/word-count" "$@")
+  local b1 w1; b1=$(cpu "$broker"); w1=$(cpu_all "${workers[@]}")
+  # The producer is a finished child: its CPU time is in our cutime/cstime.
+  t1=$(awk '{print $14+$15+$16+$17}' /proc/$$/stat)
+  local p; p=$(awk -v a="$t1" -v b="$t0" -v hz="$(getconf CLK_TCK)" 'BEGIN{print (a-b)/hz}')
+  echo "$label: $(echo "$out" | tail -1)"
+  echo "    top 5: $(echo "$out" | head -5 | paste -sd, - | sed 's/,/, /g')"
+  awk -v b="$(awk -v x="$b1" -v y="$b0" 'BEGIN{print x-y}')" -v w="$(awk -v x="$w1" -v y="$w0" 'BEGIN{print x-y}')" -v p="$p" \
+    'BEGIN{printf "    cpu s: broker %.2f, workers %.2f, producer %.2f\n", b, w, p}' 
+}
+
+for i in $(seq "$RUNS"); do
+  run "aesop 2190 words, run $i" count --url "$URL" --words 2190 "$TEXT/aesop11.txt"
+done
+for i in $(seq $(( RUNS > 1 ? 2 : 1 ))); do
+  run "gulliver 104110 words, run $i" count --url "$URL" "$TEXT/gulliver.txt"
+done
+echo "single round trips (one task at a time):"
+echo "    $("$BIN/word-count" latency --url "$URL" --tasks 2000)"

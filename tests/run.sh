@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every check swarmq has: formatting, clippy, and all tests (unit,
+# integration against the real broker, the device programs, doctests).
+# Installs what the tests need when it is missing: mosquitto-clients and jq
+# (Debian packages) and paho-mqtt (PyPI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
+command -v jq >/dev/null || need_apt+=(jq)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+if ((${#need_apt[@]})); then
+  echo "installing ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! python3 -c 'import paho.mqtt' 2>/dev/null; then
+  echo "installing paho-mqtt"
+  python3 -m pip install -q 'paho-mqtt>=2,<3' 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages 'paho-mqtt>=2,<3'
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
