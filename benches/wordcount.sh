@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
-CONCURRENCY=${CONCURRENCY:-16}
+CONCURRENCY=${CONCURRENCY:-64}
 TEXT=devices/word-count/text
 
 cargo build --release -q -p swarmq -p word-count
@@ -21,7 +21,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DATA" "$LOG"; }
 trap cleanup EXIT
 
-SWARMQ_LOG=info "$BIN/swarmq" serve --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$DATA" >"$LOG" 2>&1 &
+SWARMQ_LOG=info TOKIO_WORKER_THREADS=${BROKER_THREADS:-2} "$BIN/swarmq" serve --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$DATA" >"$LOG" 2>&1 &
 broker=$!; pids+=("$broker")
 for _ in $(seq 100); do grep -q 'listening' "$LOG" && break; sleep 0.1; done
 ADDR=$(grep -o 'mqtt=[0-9.:]*' "$LOG" | head -1 | cut -d= -f2)

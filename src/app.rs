@@ -149,6 +149,7 @@ impl App {
         }
         broker_token.cancel();
         http_token.cancel();
+        self.dispatcher.flush_store();
         if tokio::time::timeout(grace.max(Duration::from_secs(1)), tracker.wait())
             .await
             .is_err()

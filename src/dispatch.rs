@@ -590,7 +590,14 @@ impl Dispatcher {
         let mut out = Vec::new();
         // Free the slot of whoever holds the lease now (the replying worker, or
         // another one the task was redelivered to after this one's lease ran out).
-        let delivered_at_us = self.end_lease(&mut state, key);
+        let lease = self.end_lease(&mut state, key);
+        let delivered_at_us = lease.as_ref().map(|(at, _)| *at);
+        // A worker may answer through another connection (a shell worker's
+        // mosquitto_pub): then the lease holder is the one that ran the task.
+        let ran_by = match lease {
+            Some((_, holder)) if !state.workers.contains_key(worker) => holder,
+            _ => worker.to_string(),
+        };
         // A reply to a task still waiting (its lease had expired) takes it out
         // of its queue. Rare, so the linear search is fine; a leased task is
         // never in `waiting`, which keeps the common path O(1).
@@ -630,7 +637,7 @@ impl Dispatcher {
                         Status::Failure,
                         None,
                         Some(error),
-                        Some(worker),
+                        Some(&ran_by),
                         delivered_at_us,
                         &mut out,
                     );
@@ -646,7 +653,7 @@ impl Dispatcher {
                     Status::Failure,
                     None,
                     Some(error),
-                    Some(worker),
+                    Some(&ran_by),
                     delivered_at_us,
                     &mut out,
                 );
@@ -658,7 +665,7 @@ impl Dispatcher {
                     Status::Success,
                     Some(value),
                     None,
-                    Some(worker),
+                    Some(&ran_by),
                     delivered_at_us,
                     &mut out,
                 );
@@ -702,11 +709,20 @@ impl Dispatcher {
     pub fn tick(&self, now: Instant) -> Vec<Outbound> {
         let mut state = self.lock();
         let mut out = Vec::new();
+        // Only leased tasks can expire, and every one is in its worker's set:
+        // the scan is proportional to the tasks in flight, not in the store.
         let expired_leases: Vec<TaskKey> = state
-            .tasks
-            .iter()
-            .filter(|(_, e)| e.lease.as_ref().is_some_and(|l| l.deadline <= now))
-            .map(|(k, _)| *k)
+            .workers
+            .values()
+            .flat_map(|w| w.in_flight.iter())
+            .filter(|k| {
+                state
+                    .tasks
+                    .get(k)
+                    .and_then(|e| e.lease.as_ref())
+                    .is_some_and(|l| l.deadline <= now)
+            })
+            .copied()
             .collect();
         let mut touched = HashSet::new();
         for key in expired_leases {
@@ -766,6 +782,13 @@ impl Dispatcher {
     /// Stops accepting submissions (they are rejected as `shutting_down`).
     pub fn stop_accepting(&self) {
         self.lock().accepting = false;
+    }
+
+    /// Hands pending store writes (buffered removals) to the OS; called on shutdown.
+    pub fn flush_store(&self) {
+        if let Err(e) = self.inner.store.flush() {
+            tracing::error!(error = %e, "cannot flush the queue store");
+        }
     }
 
     /// Tasks delivered and not yet answered, over all queues.
@@ -887,8 +910,8 @@ impl Dispatcher {
     }
 
     /// Ends the lease of task `key`, freeing its worker's slot. Returns when
-    /// it was delivered, if it was.
-    fn end_lease(&self, state: &mut State, key: TaskKey) -> Option<u64> {
+    /// and to whom it was delivered, if it was.
+    fn end_lease(&self, state: &mut State, key: TaskKey) -> Option<(u64, String)> {
         let entry = state.tasks.get_mut(&key)?;
         let lease = entry.lease.take()?;
         if let Some(q) = state.queues.get_mut(&entry.task.queue) {
@@ -900,7 +923,7 @@ impl Dispatcher {
                 *n = n.saturating_sub(1);
             }
         }
-        Some(lease.delivered_at_us)
+        Some((lease.delivered_at_us, lease.worker))
     }
 
     /// A delivery of `key` ended without a result: end its lease, count the

@@ -103,6 +103,8 @@ pub struct TaskSettings {
     pub max_per_worker: u32,
     /// Completed task ids remembered for deduplication.
     pub dedupe_window: usize,
+    /// QoS of task messages to workers (0 or 1).
+    pub delivery_qos: u8,
 }
 
 impl TaskSettings {
@@ -267,6 +269,9 @@ impl Settings {
                 "must be between 1 and mqtt.max_packet_size_bytes",
             );
         }
+        if self.tasks.delivery_qos > 1 {
+            return invalid("tasks.delivery_qos", "must be 0 or 1");
+        }
         check_limits("tasks", &self.tasks.limits())?;
         for (name, q) in &self.queues {
             if !swarmq_worker::wire::is_valid_queue_name(name) {
@@ -396,6 +401,7 @@ mod tests {
         };
         assert!(bad("tasks.default_capacity", "0").contains("tasks.default_capacity"));
         assert!(bad("tasks.max_attempts", "0").contains("tasks.max_attempts"));
+        assert!(bad("tasks.delivery_qos", "2").contains("tasks.delivery_qos"));
         assert!(bad("mqtt.listen", "nonsense").contains("cannot load"));
         let e = Settings::load(&Sources {
             env: HashMap::from([("SWARMQ__QUEUES__BAD$NAME__MAX_LENGTH".into(), "1".into())]),

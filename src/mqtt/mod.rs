@@ -101,6 +101,11 @@ impl EmbeddedBroker {
             Box::new(shared::TaskAwareSharing::default());
 
         let publisher = Publisher {
+            delivery_qos: if tasks.delivery_qos == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            },
             scx: scx.clone(),
             from: From::from_system(Id::new(
                 scx.node.id(),
@@ -185,6 +190,9 @@ impl EmbeddedBroker {
 #[derive(Clone)]
 pub(crate) struct Publisher {
     scx: ServerContext,
+    /// QoS of task deliveries (`tasks.delivery_qos`). Results to requesters
+    /// are always QoS 1: a requester may be offline with a persistent session.
+    delivery_qos: QoS,
     from: From,
 }
 
@@ -214,7 +222,12 @@ impl Publisher {
                         .collect(),
                     ..PublishProperties::default()
                 };
-                let p = codec_publish(swarmq_worker::wire::task_topic(&queue), payload, properties);
+                let p = codec_publish(
+                    swarmq_worker::wire::task_topic(&queue),
+                    payload,
+                    properties,
+                    self.delivery_qos,
+                );
                 (Publish::from(p).target_clientid(worker.into()), "task")
             }
             Outbound::Reply {
@@ -227,7 +240,7 @@ impl Publisher {
                     ..PublishProperties::default()
                 };
                 (
-                    Publish::from(codec_publish(topic, payload, properties)),
+                    Publish::from(codec_publish(topic, payload, properties, QoS::AtLeastOnce)),
                     "result",
                 )
             }
@@ -244,11 +257,12 @@ fn codec_publish(
     topic: String,
     payload: bytes::Bytes,
     properties: PublishProperties,
+    qos: QoS,
 ) -> CodecPublish {
     CodecPublish {
         dup: false,
         retain: false,
-        qos: QoS::AtLeastOnce,
+        qos,
         topic: topic.into(),
         packet_id: None,
         payload,

@@ -1,10 +1,17 @@
 //! [`QueueStore`]: the fjall-backed durable record of accepted tasks.
 //!
-//! Every write goes to fjall's journal and is handed to the operating system
-//! before the call returns (`PersistMode::Buffer`), so a task whose `put`
+//! [`QueueStore::put`] appends to fjall's journal and hands it to the operating
+//! system before it returns (`PersistMode::Buffer`), so a task whose `put`
 //! returned survives `kill -9` of the broker; `SyncMode::Fsync` also flushes it
-//! to the disk, for power loss. Writes are a syscall of a few microseconds
-//! without fsync, which is why the dispatcher may call them on the publish path.
+//! to the disk, for power loss. That is one write syscall of a few
+//! microseconds without fsync, which is why the dispatcher may call it on the
+//! publish path.
+//!
+//! [`QueueStore::remove`] only appends to the journal's in-process buffer; the
+//! next `put` (or [`QueueStore::flush`]) carries it to the OS in the same
+//! syscall. A crash can therefore forget a removal, never an insertion: the
+//! task then runs once more after the restart, which at-least-once delivery
+//! allows. This halves the syscalls per task.
 
 use std::path::Path;
 
@@ -84,23 +91,32 @@ impl QueueStore {
     pub fn put(&self, key: TaskKey, task: &StoredTask) -> Result<(), StoreError> {
         let value = serde_json::to_vec(task).map_err(StoreError::Encode)?;
         self.tasks.insert(key.to_bytes(), value)?;
-        self.sync()
+        self.flush()
     }
 
-    /// Deletes the task under `key`.
+    /// Deletes the task under `key`. The deletion reaches the OS with the next
+    /// `put` or `flush`.
     ///
     /// # Errors
     ///
     /// Fails when the journal write fails.
     pub fn remove(&self, key: TaskKey) -> Result<(), StoreError> {
         self.tasks.remove(key.to_bytes())?;
-        self.sync()
+        Ok(())
     }
 
-    fn sync(&self) -> Result<(), StoreError> {
-        if self.sync == SyncMode::Fsync {
-            self.db.persist(PersistMode::SyncData)?;
-        }
+    /// Hands everything written so far to the OS (and to the disk in
+    /// `SyncMode::Fsync`).
+    ///
+    /// # Errors
+    ///
+    /// Fails when the journal cannot be written.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mode = match self.sync {
+            SyncMode::Buffer => PersistMode::Buffer,
+            SyncMode::Fsync => PersistMode::SyncData,
+        };
+        self.db.persist(mode)?;
         Ok(())
     }
 

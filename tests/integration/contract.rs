@@ -498,3 +498,29 @@ async fn worker_reply_without_task_id_is_ignored_and_counted() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn v5_user_properties_travel_with_the_task_to_the_worker() {
+    let broker = TestBroker::start().await;
+    let (_w, _) = spawn_worker(
+        &broker.url(),
+        "w-props",
+        "props",
+        1,
+        "props",
+        |t| async move { Ok(json!(t.user_properties)) },
+    );
+    wait_consumers(&broker, "props", 1).await;
+    let mut req = V5Peer::connect(broker.mqtt, "props-req").await;
+    req.subscribe("r/props").await;
+    let props = PublishProperties {
+        user_properties: vec![
+            ("trace".into(), "abc".into()),
+            ("site".into(), "pi-2".into()),
+        ],
+        ..reply_props("r/props", "p")
+    };
+    req.publish_acked("tasks/props", "{}", props).await;
+    let r = json(&req.next_publish().await);
+    assert_eq!(r["result"], json!([["trace", "abc"], ["site", "pi-2"]]));
+}

@@ -228,7 +228,11 @@ async fn shell_worker_serves_tasks_with_mosquitto_and_jq() {
     let mut results = Vec::new();
     for p in pending {
         let r = within("shell result", p).await.unwrap();
-        assert_eq!(r.worker.as_deref(), Some("shell-1-pub"));
+        assert_eq!(
+            r.worker.as_deref(),
+            Some("shell-1"),
+            "the lease holder ran it"
+        );
         results.push(r.into_result().expect("success"));
     }
     assert_eq!(

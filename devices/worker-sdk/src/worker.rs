@@ -485,8 +485,10 @@ impl Worker {
                 }
             };
             let payload = reply.to_json(Some(&id)).to_string();
+            // QoS 0: a reply lost with its connection needs no resend, because
+            // the broker hands the tasks of a disconnected worker to another.
             if let Err(e) = client
-                .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, correlation(&id))
+                .publish_with_properties(topic, QoS::AtMostOnce, false, payload, correlation(&id))
                 .await
             {
                 tracing::error!(task_id = %id, error = %e, "cannot publish the result; the broker will redeliver the task");
