@@ -85,6 +85,8 @@ async fn v311_requester_v311_worker_and_wildcard_observer_together() {
     let mut worker = V4Peer::connect(broker.mqtt, "v4-worker").await;
     worker.subscribe("$share/g/tasks/q311").await;
     wait_consumers(&broker, "q311", 1).await;
+    // 3.1.1 has no Receive Maximum: the configured default capacity applies.
+    assert_eq!(broker.dispatcher.workers()[0].capacity, 1);
     // A v5 requester and a 3.1.1 requester at once.
     let mut v5 = V5Peer::connect(broker.mqtt, "v5-req").await;
     v5.subscribe("replies/v5").await;

@@ -259,3 +259,34 @@ async fn worker_warm_shutdown_finishes_tasks_in_hand() {
         Some("next")
     );
 }
+
+#[tokio::test]
+async fn sdk_worker_reconnects_after_the_network_drops_and_keeps_serving() {
+    let broker = TestBroker::start().await;
+    let proxy = CuttableProxy::start(broker.mqtt).await;
+    let (_w, _) = spawn_worker(
+        &format!("mqtt://{}", proxy.addr),
+        "flaky-net",
+        "net",
+        2,
+        "job",
+        |t| async move { Ok(json!(t.arg::<i64>(0)?)) },
+    );
+    wait_consumers(&broker, "net", 1).await;
+    let client = Client::connect(&broker.url()).await.unwrap();
+    assert_eq!(
+        client.call("net", req(1), WAIT).await.unwrap().result,
+        Some(json!(1))
+    );
+
+    proxy.cut_all();
+    wait_consumers(&broker, "net", 0).await;
+    // Submitted while the worker is away: it waits, then runs after the reconnect.
+    let pending = client.submit("net", req(2)).await.unwrap();
+    wait_consumers(&broker, "net", 1).await;
+    let r = within("result after reconnect", pending).await.unwrap();
+    assert_eq!(
+        (r.result, r.worker.as_deref()),
+        (Some(json!(2)), Some("flaky-net"))
+    );
+}

@@ -437,3 +437,55 @@ impl Drop for ChildGuard {
         let _ = self.child.wait();
     }
 }
+
+/// A TCP proxy in front of the broker whose connections can be cut, to show
+/// what clients do when the network drops under them.
+pub struct CuttableProxy {
+    pub addr: SocketAddr,
+    cut: tokio::sync::watch::Sender<u64>,
+    stop: CancellationToken,
+}
+
+impl CuttableProxy {
+    pub async fn start(upstream: SocketAddr) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr");
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let stop = CancellationToken::new();
+        let (cut_tx, token) = (cut.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    () = token.cancelled() => break,
+                    r = listener.accept() => match r { Ok(c) => c, Err(_) => break },
+                };
+                let mut cut_rx = cut_tx.subscribe();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.changed() => {}
+                        () = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        CuttableProxy { addr, cut, stop }
+    }
+
+    /// Drops every connection open through the proxy.
+    pub fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
