@@ -30,6 +30,13 @@ enum Command {
     Serve(ServeArgs),
     /// Print the built-in default configuration, with comments.
     PrintDefaultConfig,
+    /// Exit 0 if the broker at URL answers /healthz with 200, 1 otherwise
+    /// (for container health checks, where no curl is installed).
+    Healthcheck {
+        /// Address of the HTTP endpoint.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        http: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -56,6 +63,36 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(args) => serve(args),
+        Command::Healthcheck { http } => healthcheck(&http),
+    }
+}
+
+fn healthcheck(addr: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+    let check = || -> std::io::Result<bool> {
+        let addr = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: swarmq\r\nConnection: close\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.1 200"))
+    };
+    match check() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("swarmq: {addr}/healthz is not healthy");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("swarmq: cannot reach {addr}/healthz: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

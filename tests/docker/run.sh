@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# End-to-end test of the container deployment on a real Docker engine:
+# builds the image from local artifacts, starts docker-compose.yml, and checks
+#   1. the producer container prints the original word-count top 5;
+#   2. workers scaled from 4 to 8 mid-run take tasks;
+#   3. a worker killed mid-run (docker kill) loses no task: every task completes once;
+#   4. tasks queued while no worker runs survive a kill -9 of the broker container.
+# Tears everything down at the end, pass or fail.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export COMPOSE_PROJECT_NAME=swarmqtest
+export SWARMQ_MQTT_PORT=127.0.0.1:${TEST_MQTT_PORT:-21883}
+export SWARMQ_HTTP_PORT=127.0.0.1:${TEST_HTTP_PORT:-28080}
+export WORKERS=4
+HTTP="http://$SWARMQ_HTTP_PORT"
+compose() { docker-compose "$@"; }
+pass=0
+fail() { echo "FAIL: $*" >&2; compose logs --tail 30 broker >&2 || true; exit 1; }
+ok() { echo "ok: $*"; pass=$((pass + 1)); }
+CONSUMERS='swarmq_queue_consumers{queue="word_count"}'
+WAITING='swarmq_queue_waiting{queue="word_count"}'
+SUCCESS='swarmq_tasks_finished_total{status="success"}'
+metric() { curl -fsS "$HTTP/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+wait_for() { # description, condition (evaluated anew at each poll); up to 60 s
+  local what=$1 cond=$2
+  for _ in $(seq 600); do eval "$cond" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  fail "timed out waiting for $what"
+}
+cleanup() { compose --profile tools down -v --remove-orphans >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+cleanup
+
+tests/docker/build-image.sh
+compose up -d
+wait_for "broker healthy and 4 workers" 'test "$(metric "$CONSUMERS")" = 4'
+
+# 1. The original experiment, from a producer container.
+out=$(compose run --rm producer 2>/dev/null)
+[ "$(echo "$out" | head -5 | paste -sd, -)" = "would 12,which 8,their 8,caught 6,Farmer 6" ] || fail "top 5: $out"
+ok "producer printed the original top 5 ($(echo "$out" | tail -1))"
+
+# 2. Scale 4 -> 8 while gulliver.txt (104k tasks) runs.
+big() { compose run -d --name "$1" producer word-count count --url mqtt://broker:1883 /usr/share/swarmq/text/gulliver.txt >/dev/null; }
+big swarmqtest_big1
+wait_for "the run to get going" 'test "$(metric swarmq_tasks_submitted_total | cut -d. -f1)" -gt 5000'
+compose up -d --no-recreate --scale worker=8 worker 2>/dev/null
+wait_for "8 workers" 'test "$(metric "$CONSUMERS")" = 8'
+[ "$(docker inspect -f '{{.State.Running}}' swarmqtest_big1)" = true ] || fail "the run ended before the scale-up took effect"
+[ "$(docker wait swarmqtest_big1)" = 0 ] || fail "gulliver run failed: $(docker logs swarmqtest_big1 2>&1 | tail -3)"
+top=$(docker logs swarmqtest_big1 2>/dev/null | head -5 | paste -sd, -)
+[ "$top" = "which 838,their 646,could 385,would 370,great 280" ] || fail "gulliver top 5: $top"
+docker rm swarmqtest_big1 >/dev/null
+compose stop -t 10 worker >/dev/null 2>&1
+for i in 5 6 7 8; do
+  n=$(docker logs "${COMPOSE_PROJECT_NAME}_worker_$i" 2>&1 | sed -n 's/^worker stopped: \([0-9]*\) completed.*/\1/p' | tail -1)
+  [ "${n:-0}" -gt 0 ] || fail "worker_$i (added mid-run) completed no task"
+  echo "    worker_$i, added mid-run, completed $n tasks"
+done
+ok "workers added mid-run took tasks"
+
+# 3. docker kill a worker in the middle of a run.
+compose up -d --scale worker=4 worker >/dev/null 2>&1
+wait_for "4 workers again" 'test "$(metric "$CONSUMERS")" = 4'
+before_ok=$(metric "$SUCCESS")
+before_sub=$(metric swarmq_tasks_submitted_total)
+before_red=$(metric swarmq_tasks_redelivered_total)
+big swarmqtest_big2
+wait_for "the run to get going" 'test "$(( $(metric swarmq_tasks_submitted_total) - before_sub ))" -gt 20000'
+victim=$(compose ps -q worker | head -1)
+docker kill "$victim" >/dev/null
+[ "$(docker wait swarmqtest_big2)" = 0 ] || fail "run with a killed worker failed: $(docker logs swarmqtest_big2 2>&1 | tail -3)"
+top=$(docker logs swarmqtest_big2 2>/dev/null | head -5 | paste -sd, -)
+[ "$top" = "which 838,their 646,could 385,would 370,great 280" ] || fail "top 5 after a kill: $top"
+docker rm swarmqtest_big2 >/dev/null
+done_ok=$(( $(metric "$SUCCESS") - before_ok ))
+submitted=$(( $(metric swarmq_tasks_submitted_total) - before_sub ))
+redelivered=$(( $(metric swarmq_tasks_redelivered_total) - before_red ))
+[ "$submitted" = 104110 ] && [ "$done_ok" = 104110 ] || fail "submitted $submitted, completed $done_ok"
+ok "worker killed mid-run: 104110 submitted, 104110 completed once, $redelivered redelivered"
+
+# 4. Tasks queued with no worker survive kill -9 of the broker.
+compose stop -t 10 worker >/dev/null 2>&1
+wait_for "no workers" 'test "$(metric "$CONSUMERS")" = 0'
+for i in $(seq 50); do
+  mosquitto_pub -h 127.0.0.1 -p "${SWARMQ_MQTT_PORT##*:}" -q 1 -t tasks/word_count \
+    -m "{\"id\":\"restart-$i\",\"task\":\"mapper\",\"args\":[\"word$i\"]}"
+done
+[ "$(metric "$WAITING")" = 50 ] || fail "50 tasks not queued"
+compose kill -s SIGKILL broker >/dev/null 2>&1
+compose up -d broker >/dev/null 2>&1
+wait_for "broker back with 50 queued tasks" 'test "$(metric "$WAITING")" = 50'
+compose start worker >/dev/null 2>&1
+wait_for "the 50 tasks done after the restart" 'test "$(metric "$SUCCESS")" = 50'
+ok "50 queued tasks survived kill -9 of the broker container and ran after it"
+
+echo "docker: $pass passed, 0 failed"
