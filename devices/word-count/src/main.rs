@@ -6,6 +6,8 @@
 //!   `mapper(word)` task per word, reduces the results and prints the top 5.
 //! - `word-count latency --url mqtt://HOST:PORT [--tasks N]` measures single
 //!   round trips, one task at a time, and prints p50/p99.
+//! - `word-count simulate --url mqtt://HOST:PORT --rate R FILE` acts as a
+//!   device submitting R tasks per second.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -56,6 +58,21 @@ enum Command {
         /// The text (ASCII / Latin-1).
         file: PathBuf,
     },
+    /// Act as a device: submit one mapper task every 1/RATE seconds, forever,
+    /// taking words from FILE in turn; log progress every 10 s.
+    Simulate {
+        /// Broker address.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SWARMQ_URL")]
+        url: String,
+        /// Tasks per second.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Stop after this many tasks (0: run until Ctrl-C or SIGTERM).
+        #[arg(long, default_value_t = 0)]
+        tasks: u64,
+        /// The text the words come from.
+        file: PathBuf,
+    },
     /// Time N single round trips, one task at a time; print p50 and p99.
     Latency {
         /// Broker address.
@@ -90,6 +107,12 @@ async fn main() -> anyhow::Result<()> {
             file,
         } => count(&url, words, Duration::from_secs(timeout_secs), &file).await,
         Command::Latency { url, tasks } => latency(&url, tasks).await,
+        Command::Simulate {
+            url,
+            rate,
+            tasks,
+            file,
+        } => simulate(&url, rate, tasks, &file).await,
     }
 }
 
@@ -188,6 +211,76 @@ async fn count(
         tokens.len(),
         wall.as_secs_f64(),
         tokens.len() as f64 / wall.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn simulate(url: &str, rate: f64, limit: u64, file: &PathBuf) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    if !(rate > 0.0 && rate.is_finite()) {
+        bail!("--rate must be a positive number");
+    }
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let words = tokenize(&decode_latin1(&bytes));
+    if words.is_empty() {
+        bail!("{} has no words", file.display());
+    }
+    let client = Client::connect(url).await?;
+    // Devices started together should not all send the same words.
+    let start = (std::process::id() as usize * 7919) % words.len();
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut report = tokio::time::interval(Duration::from_secs(10));
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    let mut sent = 0u64;
+    eprintln!(
+        "device {} submitting {rate} tasks/s to {url}",
+        client.client_id()
+    );
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = report.tick() => eprintln!(
+                "sent {sent}, results {}, failures {}",
+                ok.load(Ordering::Relaxed),
+                failed.load(Ordering::Relaxed)
+            ),
+            _ = tick.tick() => {
+                let word = &words[(start + sent as usize) % words.len()];
+                let request = TaskRequest {
+                    task: Some(MAPPER.into()),
+                    args: vec![Value::String(word.clone())],
+                    ..TaskRequest::default()
+                };
+                let pending = client.submit(QUEUE, request).await?;
+                sent += 1;
+                let (ok, failed) = (ok.clone(), failed.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(300), pending).await {
+                        Ok(Ok(r)) if r.status == Status::Success => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                });
+                if limit > 0 && sent >= limit {
+                    break;
+                }
+            }
+        }
+    }
+    // Give the last results a moment to arrive before the final line.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < sent
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "sent {sent}, results {}, failures {}",
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
     );
     Ok(())
 }

@@ -90,5 +90,27 @@ async fn count_prints_the_original_top_five() {
     );
     assert!(lines[5].starts_with("2190 tasks in "), "{}", lines[5]);
     assert!(dispatcher.workers().iter().all(|w| w.in_flight == 0));
+
+    // A simulated device at 200 tasks/s, stopped after 50 tasks.
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(bin)
+            .args([
+                "simulate", "--url", &url, "--rate", "200", "--tasks", "50", text,
+            ])
+            .output(),
+    )
+    .await
+    .expect("simulate finishes")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "sent 50, results 50, failures 0"
+    );
     token.cancel();
 }
