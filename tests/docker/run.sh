@@ -4,9 +4,10 @@
 #   1. the producer container prints the original word-count top 5;
 #   2. workers scaled from 4 to 8 mid-run take tasks;
 #   3. a worker killed mid-run (docker kill) loses no task: every task completes once;
-#   4. tasks queued while no worker runs survive a kill -9 of the broker container.
+#   4. tasks queued while no worker runs survive a kill -9 of the broker container;
+#   5. where swarm mode works, docker-stack.yml deploys and runs the word count.
 # Tears everything down at the end, pass or fail.
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "$0")/../.."
 export COMPOSE_PROJECT_NAME=swarmqtest
 export SWARMQ_MQTT_PORT=127.0.0.1:${TEST_MQTT_PORT:-21883}
@@ -27,6 +28,8 @@ wait_for() { # description, condition (evaluated anew at each poll); up to 60 s
   fail "timed out waiting for $what"
 }
 cleanup() { compose --profile tools down -v --remove-orphans >/dev/null 2>&1 || true; }
+# No silent exits: any failing command names its line.
+trap 'fail "line $LINENO: $BASH_COMMAND"' ERR
 trap cleanup EXIT
 cleanup
 
@@ -36,7 +39,7 @@ wait_for "broker healthy and 4 workers" 'test "$(metric "$CONSUMERS")" = 4'
 
 # 1. The original experiment, from a producer container.
 out=$(compose run --rm producer 2>/dev/null)
-[ "$(echo "$out" | head -5 | paste -sd, -)" = "would 12,which 8,their 8,caught 6,Farmer 6" ] || fail "top 5: $out"
+[ "$(echo "$out" | sed -n '1,5p' | paste -sd, -)" = "would 12,which 8,their 8,caught 6,Farmer 6" ] || fail "top 5: $out"
 ok "producer printed the original top 5 ($(echo "$out" | tail -1))"
 
 # 2. Scale 4 -> 8 while gulliver.txt (104k tasks) runs.
@@ -47,7 +50,7 @@ compose up -d --no-recreate --scale worker=8 worker 2>/dev/null
 wait_for "8 workers" 'test "$(metric "$CONSUMERS")" = 8'
 [ "$(docker inspect -f '{{.State.Running}}' swarmqtest_big1)" = true ] || fail "the run ended before the scale-up took effect"
 [ "$(docker wait swarmqtest_big1)" = 0 ] || fail "gulliver run failed: $(docker logs swarmqtest_big1 2>&1 | tail -3)"
-top=$(docker logs swarmqtest_big1 2>/dev/null | head -5 | paste -sd, -)
+top=$(docker logs swarmqtest_big1 2>/dev/null | sed -n '1,5p' | paste -sd, -)
 [ "$top" = "which 838,their 646,could 385,would 370,great 280" ] || fail "gulliver top 5: $top"
 docker rm swarmqtest_big1 >/dev/null
 compose stop -t 10 worker >/dev/null 2>&1
@@ -59,17 +62,17 @@ done
 ok "workers added mid-run took tasks"
 
 # 3. docker kill a worker in the middle of a run.
-compose up -d --scale worker=4 worker >/dev/null 2>&1
+compose up -d --no-recreate --scale worker=4 worker >/dev/null 2>&1
 wait_for "4 workers again" 'test "$(metric "$CONSUMERS")" = 4'
 before_ok=$(metric "$SUCCESS")
 before_sub=$(metric swarmq_tasks_submitted_total)
 before_red=$(metric swarmq_tasks_redelivered_total)
 big swarmqtest_big2
 wait_for "the run to get going" 'test "$(( $(metric swarmq_tasks_submitted_total) - before_sub ))" -gt 20000'
-victim=$(compose ps -q worker | head -1)
+victim=$(compose ps -q worker | sed -n 1p)
 docker kill "$victim" >/dev/null
 [ "$(docker wait swarmqtest_big2)" = 0 ] || fail "run with a killed worker failed: $(docker logs swarmqtest_big2 2>&1 | tail -3)"
-top=$(docker logs swarmqtest_big2 2>/dev/null | head -5 | paste -sd, -)
+top=$(docker logs swarmqtest_big2 2>/dev/null | sed -n '1,5p' | paste -sd, -)
 [ "$top" = "which 838,their 646,could 385,would 370,great 280" ] || fail "top 5 after a kill: $top"
 docker rm swarmqtest_big2 >/dev/null
 done_ok=$(( $(metric "$SUCCESS") - before_ok ))
@@ -92,5 +95,31 @@ wait_for "broker back with 50 queued tasks" 'test "$(metric "$WAITING")" = 50'
 compose start worker >/dev/null 2>&1
 wait_for "the 50 tasks done after the restart" 'test "$(metric "$SUCCESS")" = 50'
 ok "50 queued tasks survived kill -9 of the broker container and ran after it"
+
+# 5. Docker Swarm: the stack file, deployed on this engine as a one-node swarm.
+cleanup
+# The stack publishes plain port numbers (host mode), not address:port.
+export SWARMQ_MQTT_PORT=${SWARMQ_MQTT_PORT##*:} SWARMQ_HTTP_PORT=${SWARMQ_HTTP_PORT##*:}
+HTTP="http://127.0.0.1:$SWARMQ_HTTP_PORT"
+docker-compose -f docker-stack.yml config >/dev/null || fail "docker-stack.yml does not validate"
+swarm_was=$(docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo unknown)
+if [ "$swarm_was" = active ] || docker swarm init --advertise-addr 127.0.0.1 >/dev/null 2>&1; then
+  stack_down() {
+    docker stack rm swarmqtest >/dev/null 2>&1 || true
+    for _ in $(seq 100); do [ -z "$(docker ps -q --filter label=com.docker.stack.namespace=swarmqtest)" ] && break; sleep 0.2; done
+    [ "$swarm_was" = active ] || docker swarm leave --force >/dev/null 2>&1 || true
+  }
+  trap 'stack_down; cleanup' EXIT
+  docker node update --label-add swarmq.broker=true "$(docker info -f '{{.Swarm.NodeID}}')" >/dev/null
+  docker stack deploy -c docker-stack.yml swarmqtest >/dev/null
+  wait_for "the stack's broker healthy" 'curl -fsS "$HTTP/healthz"'
+  wait_for "the stack's workers" 'test "$(metric "$CONSUMERS")" -ge 1'
+  out=$(docker run --rm --network swarmqtest_swarmq swarmq:local \
+    word-count count --url mqtt://broker:1883 --words 2190 /usr/share/swarmq/text/aesop11.txt 2>/dev/null)
+  [ "$(echo "$out" | sed -n '1,5p' | paste -sd, -)" = "would 12,which 8,their 8,caught 6,Farmer 6" ] || fail "stack top 5: $out"
+  ok "docker stack deploy: $(metric "$CONSUMERS") workers, word count through the overlay network ($(echo "$out" | tail -1))"
+else
+  echo "SKIPPED the Swarm part: this engine cannot run swarm mode (docker-stack.yml validated only)"
+fi
 
 echo "docker: $pass passed, 0 failed"
