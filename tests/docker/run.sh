@@ -5,7 +5,8 @@
 #   2. workers scaled from 4 to 8 mid-run take tasks;
 #   3. a worker killed mid-run (docker kill) loses no task: every task completes once;
 #   4. tasks queued while no worker runs survive a kill -9 of the broker container;
-#   5. where swarm mode works, docker-stack.yml deploys and runs the word count.
+#   5. simulated devices (profile "devices") get their tasks done;
+#   6. where swarm mode works, docker-stack.yml deploys and runs the word count.
 # Tears everything down at the end, pass or fail.
 set -Eeuo pipefail
 cd "$(dirname "$0")/../.."
@@ -96,7 +97,14 @@ compose start worker >/dev/null 2>&1
 wait_for "the 50 tasks done after the restart" 'test "$(metric "$SUCCESS")" = 50'
 ok "50 queued tasks survived kill -9 of the broker container and ran after it"
 
-# 5. Docker Swarm: the stack file, deployed on this engine as a one-node swarm.
+# 5. Simulated devices (compose profile "devices") submit at their rate and get results.
+before=$(metric "$SUCCESS")
+DEVICES=2 DEVICE_RATE=50 compose --profile devices up -d device >/dev/null 2>&1
+wait_for "simulated devices' tasks completing" 'test "$(( $(metric "$SUCCESS") - before ))" -ge 200'
+compose --profile devices stop -t 10 device >/dev/null 2>&1
+ok "2 simulated devices at 50 tasks/s: $(( $(metric "$SUCCESS") - before )) tasks done"
+
+# 6. Docker Swarm: the stack file, deployed on this engine as a one-node swarm.
 cleanup
 # The stack publishes plain port numbers (host mode), not address:port.
 export SWARMQ_MQTT_PORT=${SWARMQ_MQTT_PORT##*:} SWARMQ_HTTP_PORT=${SWARMQ_HTTP_PORT##*:}
