@@ -1,26 +1,60 @@
 #!/usr/bin/env bash
 # Builds the swarmq image from local artifacts only (no base image is pulled):
-# release binaries, the shared libraries they link (from this machine), the
-# word-count texts and config/docker.toml, assembled into target/docker/rootfs
-# and copied onto `scratch`.
+# release binaries, the shared libraries they link, the word-count texts and
+# config/docker.toml, assembled into target/docker/rootfs and copied onto
+# `scratch`. The Dockerfile has no RUN step, so an image for another
+# architecture needs no emulation, only binaries and libraries for it.
 #
-#   tests/docker/build-image.sh [TAG]      # default tag: swarmq:local
+#   tests/docker/build-image.sh [TAG]                     # this machine's architecture, tag swarmq:local
+#   TARGET=aarch64-unknown-linux-gnu PLATFORM=linux/arm64 \
+#     SYSROOT=/usr/aarch64-linux-gnu tests/docker/build-image.sh swarmq:arm64
+#
+# TARGET needs `rustup target add $TARGET`, a cross linker
+# (CARGO_TARGET_<TRIPLE>_LINKER) and the target's C library under SYSROOT
+# (Debian: gcc-aarch64-linux-gnu / gcc-arm-linux-gnueabihf).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TAG=${1:-swarmq:local}
+TARGET=${TARGET:-}
 
-cargo build --release --locked -p swarmq -p word-count
+if [ -n "$TARGET" ]; then
+  cargo build --release --locked --target "$TARGET" -p swarmq -p word-count
+  OUT=target/$TARGET/release
+  # Debian's name for the target: aarch64-linux-gnu, arm-linux-gnueabihf.
+  GNU=$(echo "$TARGET" | sed 's/-unknown//; s/^armv7/arm/')
+  SYSROOT=${SYSROOT:-/usr/$GNU}
+else
+  cargo build --release --locked -p swarmq -p word-count
+  OUT=target/release
+  SYSROOT=""
+fi
 ROOT=target/docker/rootfs
 rm -rf "$ROOT"
 mkdir -p "$ROOT/usr/local/bin" "$ROOT/etc/swarmq" "$ROOT/usr/share/swarmq/text" "$ROOT/data" "$ROOT/tmp"
 for bin in swarmq word-count; do
-  cp "target/release/$bin" "$ROOT/usr/local/bin/$bin"
-  strip "$ROOT/usr/local/bin/$bin"
+  cp "$OUT/$bin" "$ROOT/usr/local/bin/$bin"
 done
-# The dynamic loader and every library the binaries link, at their own paths.
-for lib in $(ldd target/release/swarmq target/release/word-count | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u); do
-  cp --parents -L "$lib" "$ROOT"
-done
+
+if [ -z "$SYSROOT" ]; then
+  # Native: ask the loader which libraries the binaries use.
+  libs=$(ldd "$OUT/swarmq" "$OUT/word-count" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u)
+  for lib in $libs; do cp --parents -L "$lib" "$ROOT"; done
+  strip "$ROOT/usr/local/bin/"*
+else
+  # Cross: read the NEEDED entries and the interpreter, find them in SYSROOT.
+  needed=$(for b in "$OUT/swarmq" "$OUT/word-count"; do readelf -d "$b" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'; done | sort -u)
+  interp=$(readelf -l "$OUT/swarmq" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+  mkdir -p "$ROOT/lib" "$ROOT$(dirname "$interp")"
+  for lib in $needed; do
+    src=$(find "$SYSROOT" -name "$lib" | head -n1)
+    [ -n "$src" ] || { echo "cannot find $lib under $SYSROOT" >&2; exit 1; }
+    cp -L "$src" "$ROOT/lib/$lib"
+  done
+  cp -L "$(find "$SYSROOT" -name "$(basename "$interp")" | head -n1)" "$ROOT$interp"
+  cross_strip=$(command -v "$GNU-strip" || true)
+  if [ -n "$cross_strip" ]; then "$cross_strip" "$ROOT/usr/local/bin/"*; fi
+fi
+
 cp config/docker.toml "$ROOT/etc/swarmq/docker.toml"
 cp devices/word-count/text/*.txt "$ROOT/usr/share/swarmq/text/"
 printf 'root:x:0:0::/:/sbin/nologin\nswarmq:x:10001:10001::/data:/sbin/nologin\n' >"$ROOT/etc/passwd"
@@ -28,5 +62,9 @@ printf 'root:x:0:\nswarmq:x:10001:\n' >"$ROOT/etc/group"
 printf 'hosts: files dns\n' >"$ROOT/etc/nsswitch.conf"
 chmod 1777 "$ROOT/tmp"
 
-docker build -q -t "$TAG" . >/dev/null
+if [ -n "${PLATFORM:-}" ]; then
+  docker buildx build --platform "$PLATFORM" -t "$TAG" --load .
+else
+  docker build -q -t "$TAG" . >/dev/null
+fi
 echo "built $TAG: $(docker image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.1f MB", $1/1e6}')"
