@@ -25,7 +25,7 @@ use rmqtt::types::{ConnectInfo, PublishAclResult, PublishResult};
 use swarmq_worker::wire::{RESULTS_PREFIX, TASKS_PREFIX};
 
 use super::{DISPATCHER_CLIENT_ID, Publisher};
-use crate::dispatch::{ConnectionId, Dispatcher, Submission, SubmitOutcome, filter_matches};
+use crate::dispatch::{ConnectionId, Dispatcher, Submission, SubmitOutcome};
 use crate::metrics::RejectReason;
 
 /// Capacity an MQTT 5 client announces by leaving Receive Maximum at its
@@ -195,9 +195,11 @@ impl TaskHooks {
     }
 }
 
-/// Whether a subscription filter can match some `tasks/<queue>` topic.
+/// Whether a subscription filter can match some `tasks/<queue>` topic: its
+/// first level is `tasks`, `+` or `#`. The dispatcher matches the filter
+/// against each queue's topic; this only skips filters that never could.
 fn could_select_tasks(filter: &str) -> bool {
-    filter_matches(filter, "tasks/x") || filter.starts_with(TASKS_PREFIX)
+    matches!(filter.split('/').next(), Some("tasks" | "+" | "#"))
 }
 
 /// Distinguishes successive connections that use one client id.

@@ -290,3 +290,37 @@ async fn sdk_worker_reconnects_after_the_network_drops_and_keeps_serving() {
         (Some(json!(2)), Some("flaky-net"))
     );
 }
+
+#[tokio::test]
+async fn wildcard_shared_subscriptions_take_tasks_of_every_matching_queue() {
+    let broker = TestBroker::start().await;
+    let mut req = V5Peer::connect(broker.mqtt, "wild-req").await;
+    // `+` in the first level still selects task topics.
+    let mut by_level = V5Peer::connect(broker.mqtt, "by-level").await;
+    by_level.subscribe("$share/h/+/only_here").await;
+    req.publish_acked("tasks/only_here", r#"{"id":"c"}"#, Default::default())
+        .await;
+    assert_eq!(json(&by_level.next_publish().await)["id"], "c");
+    // `tasks/+` takes every queue, including ones created after it subscribed.
+    let mut any_queue = V5Peer::connect_with(broker.mqtt, "any-queue", |o| {
+        o.set_receive_maximum(Some(5));
+    })
+    .await;
+    any_queue.subscribe("$share/g/tasks/+").await;
+    req.publish_acked("tasks/alpha", r#"{"id":"a"}"#, Default::default())
+        .await;
+    req.publish_acked("tasks/beta", r#"{"id":"b"}"#, Default::default())
+        .await;
+    let mut got = vec![
+        json(&any_queue.next_publish().await)["id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        json(&any_queue.next_publish().await)["id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ];
+    got.sort();
+    assert_eq!(got, ["a", "b"]);
+}
