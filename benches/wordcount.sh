@@ -7,6 +7,9 @@
 #
 # Prints tasks/s for each run, round-trip p50/p99 (one task at a time), and the
 # CPU seconds each process used, so the broker's share of the work is visible.
+# Then, when redis-server and celery are installed (apt-get install
+# redis-server; pip install celery redis packaging), runs the original Celery
+# + Redis setup on the same 2,190 words as the anchor, and prints the ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -65,3 +68,23 @@ for i in $(seq $(( RUNS > 1 ? 2 : 1 ))); do
 done
 echo "single round trips (one task at a time):"
 echo "    $("$BIN/word-count" latency --url "$URL" --tasks 2000)"
+
+# The anchor: the original Celery + Redis pattern, same machine, same run.
+if command -v redis-server >/dev/null && python3 -c 'import celery, redis' 2>/dev/null; then
+  for p in "${workers[@]}" "$broker"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  RPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
+  pids+=("$!")
+  export CELERY_BROKER="redis://127.0.0.1:$RPORT/0"
+  for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  (cd benches/celery && exec celery -A tasks worker -c 2 -P prefork --loglevel=warning >/dev/null 2>&1) &
+  pids+=("$!")
+  for _ in $(seq 100); do (cd benches/celery && celery -A tasks inspect ping >/dev/null 2>&1) && break; sleep 0.2; done
+  celery_out=$(cd benches/celery && python3 producer.py "../../$TEXT/aesop11.txt" 2190)
+  echo "anchor, Celery + Redis (2 prefork processes), 2190 words: $(echo "$celery_out" | tail -1)"
+  echo "    top 5: $(echo "$celery_out" | sed -n '1,5p' | paste -sd, - | sed 's/,/, /g')"
+  pkill -f "celery -A tasks worker" 2>/dev/null || true
+else
+  echo "anchor skipped: needs redis-server and the Python packages celery, redis, packaging"
+fi
