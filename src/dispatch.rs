@@ -374,12 +374,9 @@ impl Dispatcher {
             Err(_) => TaskKey(ulid::Ulid::new()),
         };
         self.ensure_queue(&mut state, sub.queue);
-        let queue_len = state
-            .queues
-            .get(sub.queue)
-            .map(|q| q.waiting.len() + q.in_flight)
-            .unwrap_or(0);
-        let max_length = settings.queue_limits(sub.queue).max_length;
+        let (queue_len, max_length) = state.queues.get(sub.queue).map_or((0, usize::MAX), |q| {
+            (q.waiting.len() + q.in_flight, q.limits.max_length)
+        });
         if queue_len >= max_length {
             drop(state);
             let msg = format!("queue `{}` is full ({max_length} tasks)", sub.queue);
@@ -617,7 +614,10 @@ impl Dispatcher {
                 q.expiring = q.expiring.saturating_sub(1);
             }
         }
-        let limits = self.inner.settings.queue_limits(&queue_name);
+        let max_attempts = state
+            .queues
+            .get(&queue_name)
+            .map_or(1, |q| q.limits.max_attempts);
         match reply {
             WorkerReply::Failure { error, retry: true } => {
                 let attempts = state
@@ -625,7 +625,7 @@ impl Dispatcher {
                     .get(&key)
                     .map(|e| e.task.attempts + 1)
                     .unwrap_or(0);
-                if attempts < limits.max_attempts {
+                if attempts < max_attempts {
                     metrics.task_retried();
                     tracing::info!(worker, task_id, attempts, error, "worker asked for a retry");
                     self.requeue_front(&mut state, key);
@@ -940,8 +940,11 @@ impl Dispatcher {
         let entry = state.tasks.get_mut(&key)?;
         let queue = entry.task.queue.clone();
         let attempts = entry.task.attempts + 1;
-        let limits = self.inner.settings.queue_limits(&queue);
-        if attempts >= limits.max_attempts {
+        let max_attempts = state
+            .queues
+            .get(&queue)
+            .map_or(1, |q| q.limits.max_attempts);
+        if attempts >= max_attempts {
             entry.task.attempts = attempts;
             let error = format!("{why}; gave up after {attempts} attempts");
             self.finish(
@@ -995,17 +998,12 @@ impl Dispatcher {
         delivered_at_us: Option<u64>,
         out: &mut Vec<Outbound>,
     ) {
+        // Normally the caller has ended the lease already; this keeps the
+        // worker's and the queue's counts right if it has not.
+        self.end_lease(state, key);
         let Some(entry) = state.tasks.remove(&key) else {
             return;
         };
-        if let Some(lease) = entry.lease {
-            if let Some(w) = state.workers.get_mut(&lease.worker) {
-                w.in_flight.remove(&key);
-            }
-            if let Some(q) = state.queues.get_mut(&entry.task.queue) {
-                q.in_flight = q.in_flight.saturating_sub(1);
-            }
-        }
         let task = entry.task;
         if let Err(e) = self.inner.store.remove(key) {
             // The task is done; at worst it runs once more after a restart.

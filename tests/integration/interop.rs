@@ -50,6 +50,24 @@ async fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+/// One mosquitto_rr request/response (MQTT 5): the result it printed.
+async fn rr(port: &str, reply_topic: &str, payload: &str) -> Value {
+    let args = [
+        "-p",
+        port,
+        "-W",
+        "20",
+        "-t",
+        "tasks/word_count",
+        "-e",
+        reply_topic,
+        "-m",
+        payload,
+    ];
+    let out = run("mosquitto_rr", &args).await;
+    serde_json::from_str(out.trim()).expect("a JSON result")
+}
+
 /// Forwards a child's stdout lines to a channel, from a blocking thread.
 fn line_reader(out: std::process::ChildStdout) -> tokio::sync::mpsc::UnboundedReceiver<String> {
     use std::io::BufRead;
@@ -157,45 +175,13 @@ async fn mosquitto_rr_round_trip_and_rejection() {
     let _w = mapper_worker(&broker, "rr-mapper");
     wait_consumers(&broker, "word_count", 1).await;
     let port = broker.port().to_string();
-    let out = run(
-        "mosquitto_rr",
-        &[
-            "-p",
-            &port,
-            "-W",
-            "20",
-            "-t",
-            "tasks/word_count",
-            "-e",
-            "replies/rr",
-            "-m",
-            r#"{"task":"mapper","args":["tiny"]}"#,
-        ],
-    )
-    .await;
-    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    let r = rr(&port, "replies/rr", r#"{"task":"mapper","args":["tiny"]}"#).await;
     assert_eq!(
         (r["status"].as_str(), &r["result"]),
         (Some("success"), &Value::Null)
     );
     // Bad input from a plain client: a `rejected` result on its reply topic.
-    let out = run(
-        "mosquitto_rr",
-        &[
-            "-p",
-            &port,
-            "-W",
-            "20",
-            "-t",
-            "tasks/word_count",
-            "-e",
-            "replies/rr2",
-            "-m",
-            "not json",
-        ],
-    )
-    .await;
-    let r: Value = serde_json::from_str(out.trim()).unwrap();
+    let r = rr(&port, "replies/rr2", "not json").await;
     assert_eq!(r["status"], "rejected");
     assert!(r["error"].as_str().unwrap().contains("not JSON"));
 }
