@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::dispatch::{DispatchError, Dispatcher};
-use crate::http::HttpServer;
+use crate::dispatch::{DispatchError, Dispatcher, now_us};
+use crate::history::{Activity, HistoryError, HistoryStore, Recorder, SERIES_IN_MEMORY};
+use crate::http::{Auth, AuthError, HttpContext, HttpServer};
 use crate::metrics::Metrics;
 use crate::mqtt::{BrokerError, EmbeddedBroker};
 use crate::queue::{QueueStore, StoreError};
@@ -35,6 +36,21 @@ pub enum AppError {
     /// Stored tasks could not be recovered.
     #[error(transparent)]
     Recover(#[from] DispatchError),
+    /// The task history could not be opened.
+    #[error("cannot open the task history in `{dir}`")]
+    History {
+        /// The data directory.
+        dir: String,
+        /// Why.
+        #[source]
+        source: HistoryError,
+    },
+    /// A configured user is unusable.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The history recorder thread could not start.
+    #[error("cannot start the history recorder")]
+    Recorder(#[source] std::io::Error),
     /// The MQTT broker could not start.
     #[error(transparent)]
     Broker(#[from] BrokerError),
@@ -56,6 +72,8 @@ pub struct App {
     dispatcher: Dispatcher,
     broker: EmbeddedBroker,
     http: HttpServer,
+    http_context: HttpContext,
+    recorder: Recorder,
     mqtt_addr: SocketAddr,
     http_addr: SocketAddr,
 }
@@ -76,8 +94,63 @@ impl App {
             })?;
         let metrics = Arc::new(Metrics::default());
         let dispatcher = Dispatcher::recover(store, settings.clone(), metrics)?;
-        let broker =
-            EmbeddedBroker::bind(&settings.mqtt, &settings.tasks, dispatcher.clone()).await?;
+        let auth = Arc::new(Auth::new(&settings.auth)?);
+        if auth.is_open() {
+            tracing::warn!(
+                "no [[auth.users]] configured: the dashboard and API are open to anyone who reaches the HTTP port"
+            );
+        }
+
+        let history = if settings.history.enabled {
+            Some(
+                HistoryStore::open(settings.data_dir()).map_err(|source| AppError::History {
+                    dir: settings.data_dir().display().to_string(),
+                    source,
+                })?,
+            )
+        } else {
+            None
+        };
+        let activity = Arc::new(Activity::default());
+        if let Some(h) = &history {
+            let since_ms = (now_us() / 1000).saturating_sub(SERIES_IN_MEMORY as u64 * 1000);
+            match (h.load_workers(), h.load_points(since_ms)) {
+                (Ok(workers), Ok(points)) => activity.restore(workers, points),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot restore workers and series; starting empty");
+                }
+            }
+        }
+        let (sink, events, backlog) = Recorder::channel();
+        dispatcher.attach_events(sink);
+        let recorder = Recorder::spawn(
+            events,
+            backlog.clone(),
+            history.clone(),
+            activity.clone(),
+            dispatcher.clone(),
+            settings.history.clone(),
+        )
+        .map_err(AppError::Recorder)?;
+
+        let broker = EmbeddedBroker::bind(
+            &settings.mqtt,
+            &settings.tasks,
+            dispatcher.clone(),
+            history.clone(),
+        )
+        .await?;
+        let http_context = HttpContext {
+            dispatcher: dispatcher.clone(),
+            history,
+            activity,
+            auth,
+            outbox: broker.outbox(),
+            history_backlog: backlog,
+            settings: settings.clone(),
+            started: Instant::now(),
+            shutdown: CancellationToken::new(),
+        };
         let http = HttpServer::bind(settings.http.listen)
             .await
             .map_err(|source| AppError::Http {
@@ -94,6 +167,8 @@ impl App {
             dispatcher,
             broker,
             http,
+            http_context,
+            recorder,
             mqtt_addr,
             http_addr,
         })
@@ -118,7 +193,7 @@ impl App {
     pub async fn run(self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         let broker_token = CancellationToken::new();
-        let http_token = CancellationToken::new();
+        let http_token = self.http_context.shutdown.clone();
         let serving = Arc::new(AtomicBool::new(true));
         tracing::info!(mqtt = %self.mqtt_addr, http = %self.http_addr, data_dir = %self.settings.data_dir().display(), "swarmq serving");
 
@@ -128,7 +203,7 @@ impl App {
         );
         tracker.spawn(
             self.http
-                .run(self.dispatcher.clone(), serving.clone(), http_token.clone()),
+                .run(self.http_context, serving.clone(), http_token.clone()),
         );
         tracker.close();
 
@@ -150,6 +225,13 @@ impl App {
         broker_token.cancel();
         http_token.cancel();
         self.dispatcher.flush_store();
+        let recorder = self.recorder;
+        if tokio::task::spawn_blocking(move || recorder.stop())
+            .await
+            .is_err()
+        {
+            tracing::error!("history recorder did not stop cleanly");
+        }
         if tokio::time::timeout(grace.max(Duration::from_secs(1)), tracker.wait())
             .await
             .is_err()

@@ -20,13 +20,14 @@
 //!   of its queue, until `max_attempts` deliveries have been made.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use swarmq_worker::wire::{self, Status, TaskMessage, TaskResult, WorkerReply};
 
+use crate::history::{EventSink, TaskEvent};
 use crate::metrics::{Metrics, QueueSnapshot, RejectReason};
 use crate::queue::{QueueStore, ReplyTo, StoreError, StoredTask, TaskKey};
 use crate::settings::{QueueLimits, Settings};
@@ -109,6 +110,45 @@ pub enum DispatchError {
     Recover(#[from] StoreError),
 }
 
+/// Why an operator action (revoke, purge, retry) was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// No unfinished task has this id.
+    #[error("no unfinished task `{0}`")]
+    NotFound(String),
+    /// The task is with a worker; only waiting tasks can be revoked.
+    #[error("task `{0}` is running on a worker; only waiting tasks can be revoked")]
+    Running(String),
+    /// The task is still unfinished, so it cannot be retried.
+    #[error("task `{0}` is still unfinished")]
+    Unfinished(String),
+    /// No such queue.
+    #[error("unknown queue `{0}`")]
+    UnknownQueue(String),
+    /// The queue holds its maximum.
+    #[error("queue `{0}` is full")]
+    QueueFull(String),
+    /// The broker is shutting down.
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    /// The task could not be stored.
+    #[error("task not stored")]
+    Store(#[from] StoreError),
+}
+
+/// A task waiting in a queue, as an operator sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitingTask {
+    /// Task id.
+    pub id: String,
+    /// Task name.
+    pub task: String,
+    /// Accepted at, microseconds since the epoch.
+    pub submitted_at_us: u64,
+    /// Deliveries so far.
+    pub attempts: u32,
+}
+
 /// Identifies one connection of a client, so a late disconnect of an old
 /// connection cannot unregister the new one that took its client id over.
 pub type ConnectionId = u64;
@@ -175,12 +215,27 @@ struct Inner {
     store: QueueStore,
     settings: Settings,
     metrics: Arc<Metrics>,
+    /// Where task and worker events go (the history recorder), once attached.
+    events: OnceLock<EventSink>,
 }
 
 /// Handle to the task engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Dispatcher {
     inner: Arc<Inner>,
+}
+
+/// A handle that does not keep the dispatcher (and its store) alive.
+#[derive(Clone)]
+pub struct WeakDispatcher {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl WeakDispatcher {
+    /// The dispatcher, if it still exists.
+    pub fn upgrade(&self) -> Option<Dispatcher> {
+        self.inner.upgrade().map(|inner| Dispatcher { inner })
+    }
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -248,8 +303,30 @@ impl Dispatcher {
                 store,
                 settings,
                 metrics,
+                events: OnceLock::new(),
             }),
         })
+    }
+
+    /// Sends every later task and worker event to `sink`. Only the first
+    /// call takes effect.
+    pub fn attach_events(&self, sink: EventSink) {
+        if self.inner.events.set(sink).is_err() {
+            tracing::warn!("event sink already attached; ignored");
+        }
+    }
+
+    fn emit(&self, event: impl FnOnce() -> TaskEvent) {
+        if let Some(sink) = self.inner.events.get() {
+            sink.send(event());
+        }
+    }
+
+    /// A weak handle.
+    pub fn downgrade(&self) -> WeakDispatcher {
+        WeakDispatcher {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -398,25 +475,29 @@ impl Dispatcher {
                 .map(|s| submitted_at_us + u64::from(s) * 1_000_000),
             attempts: 0,
         };
-        if let Err(e) = self.inner.store.put(key, &task) {
+        if let Err(e) = self.admit(&mut state, key, task) {
             tracing::error!(queue = sub.queue, error = %e, "cannot store task; not acknowledged");
             return SubmitOutcome::NotStored(e);
         }
-        metrics.task_submitted();
-        let queue = state
-            .queues
-            .get_mut(sub.queue)
-            .expect("ensure_queue created it above");
-        queue.waiting.push_back(key);
-        if task.expires_at_us.is_some() {
-            queue.expiring += 1;
-        }
-        state.ids.insert(task.id.clone(), key);
-        state.tasks.insert(key, Entry { task, lease: None });
-
         let mut out = Vec::new();
         self.pump(&mut state, sub.queue, now, &mut out);
         SubmitOutcome::Accepted(out)
+    }
+
+    /// Stores `task` and puts it at the back of its queue, which must exist.
+    fn admit(&self, state: &mut State, key: TaskKey, task: StoredTask) -> Result<(), StoreError> {
+        self.inner.store.put(key, &task)?;
+        self.inner.metrics.task_submitted();
+        self.emit(|| TaskEvent::Submitted(Box::new(task.clone())));
+        if let Some(queue) = state.queues.get_mut(&task.queue) {
+            queue.waiting.push_back(key);
+            if task.expires_at_us.is_some() {
+                queue.expiring += 1;
+            }
+        }
+        state.ids.insert(task.id.clone(), key);
+        state.tasks.insert(key, Entry { task, lease: None });
+        Ok(())
     }
 
     /// Registers `worker` as a consumer of the queues `filter` selects (the
@@ -468,6 +549,7 @@ impl Dispatcher {
             }
         }
         tracing::info!(worker, capacity, filter, queues = ?matching, "worker subscribed");
+        self.emit_worker_seen(&state, worker);
         let mut out = Vec::new();
         for q in &matching {
             self.pump(&mut state, q, now, &mut out);
@@ -491,6 +573,28 @@ impl Dispatcher {
             }
         }
         tracing::info!(worker, filter, "worker unsubscribed");
+        self.emit_worker_seen(&state, worker);
+    }
+
+    fn emit_worker_seen(&self, state: &State, worker: &str) {
+        let Some(w) = state.workers.get(worker) else {
+            return;
+        };
+        self.emit(|| {
+            let mut queues: Vec<String> = state
+                .queues
+                .iter()
+                .filter(|(_, q)| q.consumers.iter().any(|c| c == worker))
+                .map(|(n, _)| n.clone())
+                .collect();
+            queues.sort();
+            TaskEvent::WorkerSeen {
+                id: worker.to_string(),
+                capacity: w.capacity,
+                queues,
+                at_us: now_us(),
+            }
+        });
     }
 
     /// Forgets connection `conn` of `worker` and puts every task it held back
@@ -507,6 +611,10 @@ impl Dispatcher {
         for queue in state.queues.values_mut() {
             queue.consumers.retain(|c| c != worker);
         }
+        self.emit(|| TaskEvent::WorkerLeft {
+            id: worker.to_string(),
+            at_us: now_us(),
+        });
         let mut held: Vec<TaskKey> = w.in_flight.into_iter().collect();
         // Oldest first, pushed to the front in reverse, keeps submission order.
         held.sort();
@@ -628,7 +736,7 @@ impl Dispatcher {
                 if attempts < max_attempts {
                     metrics.task_retried();
                     tracing::info!(worker, task_id, attempts, error, "worker asked for a retry");
-                    self.requeue_front(&mut state, key);
+                    self.requeue_front(&mut state, key, &format!("retry asked: {error}"));
                 } else {
                     let error = format!("{error} (gave up after {attempts} attempts)");
                     self.finish(
@@ -839,6 +947,150 @@ impl Dispatcher {
         v
     }
 
+    /// Whether task `id` is accepted and not yet final.
+    pub fn is_unfinished(&self, id: &str) -> bool {
+        self.lock().ids.contains_key(id)
+    }
+
+    /// Up to `limit` tasks waiting in `queue`, next to be delivered first.
+    /// `None` when there is no such queue.
+    pub fn waiting_tasks(&self, queue: &str, limit: usize) -> Option<Vec<WaitingTask>> {
+        let state = self.lock();
+        let q = state.queues.get(queue)?;
+        Some(
+            q.waiting
+                .iter()
+                .take(limit)
+                .filter_map(|k| state.tasks.get(k))
+                .map(|e| WaitingTask {
+                    id: e.task.id.clone(),
+                    task: e.task.task.clone(),
+                    submitted_at_us: e.task.submitted_at_us,
+                    attempts: e.task.attempts,
+                })
+                .collect(),
+        )
+    }
+
+    /// Takes waiting task `id` out of its queue for good: its requester gets
+    /// a `revoked` result.
+    ///
+    /// # Errors
+    ///
+    /// [`ActionError::NotFound`] when no unfinished task has the id,
+    /// [`ActionError::Running`] when a worker has it.
+    pub fn revoke(&self, id: &str) -> Result<Vec<Outbound>, ActionError> {
+        let mut state = self.lock();
+        let Some(&key) = state.ids.get(id) else {
+            return Err(ActionError::NotFound(id.to_string()));
+        };
+        let Some(entry) = state.tasks.get(&key) else {
+            return Err(ActionError::NotFound(id.to_string()));
+        };
+        if entry.lease.is_some() {
+            return Err(ActionError::Running(id.to_string()));
+        }
+        let has_expiry = entry.task.expires_at_us.is_some();
+        let queue = entry.task.queue.clone();
+        if let Some(q) = state.queues.get_mut(&queue)
+            && let Some(pos) = q.waiting.iter().position(|k| *k == key)
+        {
+            q.waiting.remove(pos);
+            if has_expiry {
+                q.expiring = q.expiring.saturating_sub(1);
+            }
+        }
+        tracing::info!(task_id = id, queue, "task revoked");
+        let mut out = Vec::new();
+        self.finish(
+            &mut state,
+            key,
+            Status::Revoked,
+            None,
+            Some("revoked by an operator".into()),
+            None,
+            None,
+            &mut out,
+        );
+        Ok(out)
+    }
+
+    /// Revokes every task waiting in `queue` (tasks with workers finish
+    /// normally). Returns how many were removed and their results.
+    ///
+    /// # Errors
+    ///
+    /// [`ActionError::UnknownQueue`] when there is no such queue.
+    pub fn purge(&self, queue: &str) -> Result<(usize, Vec<Outbound>), ActionError> {
+        let mut state = self.lock();
+        let Some(q) = state.queues.get_mut(queue) else {
+            return Err(ActionError::UnknownQueue(queue.to_string()));
+        };
+        let keys: Vec<TaskKey> = q.waiting.drain(..).collect();
+        q.expiring = 0;
+        let mut out = Vec::new();
+        for &key in &keys {
+            self.finish(
+                &mut state,
+                key,
+                Status::Revoked,
+                None,
+                Some("queue purged by an operator".into()),
+                None,
+                None,
+                &mut out,
+            );
+        }
+        tracing::warn!(queue, tasks = keys.len(), "queue purged");
+        Ok((keys.len(), out))
+    }
+
+    /// Submits a finished task again under its own id, as new: attempts
+    /// start over and the result goes to its original reply topic.
+    ///
+    /// # Errors
+    ///
+    /// [`ActionError::Unfinished`] while the id is still unfinished; the
+    /// errors of a submission (unknown or full queue, shutting down, store).
+    pub fn resubmit(
+        &self,
+        mut task: StoredTask,
+        now: Instant,
+    ) -> Result<Vec<Outbound>, ActionError> {
+        let mut state = self.lock();
+        if !state.accepting {
+            return Err(ActionError::ShuttingDown);
+        }
+        if state.ids.contains_key(&task.id) {
+            return Err(ActionError::Unfinished(task.id));
+        }
+        if !state.queues.contains_key(&task.queue) {
+            if !self.inner.settings.tasks.auto_create_queues {
+                return Err(ActionError::UnknownQueue(task.queue));
+            }
+            self.ensure_queue(&mut state, &task.queue);
+        }
+        if let Some(q) = state.queues.get(&task.queue)
+            && q.waiting.len() + q.in_flight >= q.limits.max_length
+        {
+            return Err(ActionError::QueueFull(task.queue));
+        }
+        let key = match state.keys.generate() {
+            Ok(ulid) => TaskKey(ulid),
+            Err(_) => TaskKey(ulid::Ulid::new()),
+        };
+        task.submitted_at_us = now_us();
+        task.attempts = 0;
+        task.expires_at_us = None;
+        state.recent_done_set.remove(&task.id);
+        let queue = task.queue.clone();
+        tracing::info!(task_id = %task.id, queue, "task resubmitted by an operator");
+        self.admit(&mut state, key, task)?;
+        let mut out = Vec::new();
+        self.pump(&mut state, &queue, now, &mut out);
+        Ok(out)
+    }
+
     fn ensure_queue(&self, state: &mut State, name: &str) {
         if state.queues.contains_key(name) {
             return;
@@ -905,6 +1157,12 @@ impl Dispatcher {
             if attempt > 1 {
                 self.inner.metrics.task_redelivered();
             }
+            self.emit(|| TaskEvent::Started {
+                id: entry.task.id.clone(),
+                worker: worker_id.clone(),
+                attempt,
+                at_us: wall,
+            });
             out.push(deliver_message(&entry.task, &worker_id, attempt));
         }
     }
@@ -960,15 +1218,20 @@ impl Dispatcher {
             // The slot it held is free either way.
             return Some(queue);
         }
-        self.requeue_front(state, key);
+        self.requeue_front(state, key, why);
         Some(queue)
     }
 
-    fn requeue_front(&self, state: &mut State, key: TaskKey) {
+    fn requeue_front(&self, state: &mut State, key: TaskKey, why: &str) {
         let Some(entry) = state.tasks.get_mut(&key) else {
             return;
         };
         entry.task.attempts += 1;
+        self.emit(|| TaskEvent::Requeued {
+            id: entry.task.id.clone(),
+            reason: why.to_string(),
+            at_us: now_us(),
+        });
         if let Err(e) = self.inner.store.put(key, &entry.task) {
             // The task stays queued in memory; only its attempt count may be
             // stale after a restart.
@@ -1020,6 +1283,23 @@ impl Dispatcher {
         let now = now_us();
         let latency = now.saturating_sub(task.submitted_at_us);
         self.inner.metrics.task_finished(status, Some(latency));
+        let attempts = task.attempts + u32::from(delivered_at_us.is_some());
+        let result = if status == Status::Success {
+            Some(result.unwrap_or(Value::Null))
+        } else {
+            None
+        };
+        self.emit(|| TaskEvent::Finished {
+            id: task.id.clone(),
+            queue: task.queue.clone(),
+            status,
+            result: result.clone(),
+            error: error.clone(),
+            worker: worker.map(str::to_string),
+            attempts,
+            at_us: now,
+            latency_us: latency,
+        });
         let Some(reply) = &task.reply else {
             return;
         };
@@ -1029,14 +1309,10 @@ impl Dispatcher {
             queue: task.queue.clone(),
             task: Some(task.task.clone()),
             status,
-            result: if status == Status::Success {
-                Some(result.unwrap_or(Value::Null))
-            } else {
-                None
-            },
+            result,
             error,
             worker: worker.map(str::to_string),
-            attempts: task.attempts + u32::from(delivered_at_us.is_some()),
+            attempts,
             queued_ms: delivered_at_us.map(|d| ms(d.saturating_sub(task.submitted_at_us))),
             run_ms: delivered_at_us.map(|d| ms(now.saturating_sub(d))),
             correlation_id: reply.correlation_id.clone(),

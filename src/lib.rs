@@ -9,7 +9,8 @@
 //! | [`mqtt`] | the embedded rmqtt broker and its hooks (the only module naming rmqtt) |
 //! | [`dispatch`] | queues, workers, leases, results: every task decision |
 //! | [`queue`] | task records and the durable store (fjall) |
-//! | [`http`] | `/healthz` and `/metrics` |
+//! | [`history`] | task history and results on disk, live worker and rate figures |
+//! | [`http`] | the HTTP port: dashboard, JSON API (`/api/v1`), `/healthz`, `/metrics` |
 //! | [`metrics`] | counter names and rendering |
 //! | [`shutdown`] | the SIGINT/SIGTERM signal |
 //!
@@ -34,6 +35,7 @@
 
 pub mod app;
 pub mod dispatch;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;

@@ -26,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the broker: MQTT, task queues, HTTP /healthz and /metrics.
+    /// Run the broker: MQTT, task queues, the dashboard and API, /healthz and /metrics.
     Serve(ServeArgs),
     /// Print the built-in default configuration, with comments.
     PrintDefaultConfig,
@@ -37,6 +37,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
         http: String,
     },
+    /// Read a password from stdin (one line) and print its argon2 hash, for
+    /// `password_hash` of an [[auth.users]] entry.
+    HashPassword,
 }
 
 #[derive(clap::Args)]
@@ -64,6 +67,33 @@ fn main() -> ExitCode {
         }
         Command::Serve(args) => serve(args),
         Command::Healthcheck { http } => healthcheck(&http),
+        Command::HashPassword => hash_password(),
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprint!("password (echoed): ");
+    }
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("swarmq: cannot read the password: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("swarmq: the password is empty");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match swarmq::http::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("swarmq: cannot hash the password: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -100,8 +130,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWARMQ_LOG")
-                .unwrap_or_else(|_| "info,rmqtt=warn,rmqtt_net=warn,rmqtt_retainer=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SWARMQ_LOG").unwrap_or_else(|_| {
+                "info,rmqtt=warn,rmqtt_net=warn,rmqtt_retainer=warn,fjall=warn,lsm_tree=warn".into()
+            }),
         )
         .init();
 

@@ -36,6 +36,29 @@ pub const WORKERS_ONLINE: &str = "swarmq_workers_online";
 pub const CONNECTIONS: &str = "swarmq_broker_connections";
 /// Time from submission to result, in seconds.
 pub const TASK_LATENCY: &str = "swarmq_task_latency_seconds";
+/// Tasks per queue since start, by event (submitted, completed, failed).
+pub const QUEUE_TASKS: &str = "swarmq_queue_tasks_total";
+/// Tasks per worker since start, by status (success, failure).
+pub const WORKER_TASKS: &str = "swarmq_worker_tasks_total";
+/// Workers known to the dashboard, by state (online, offline).
+pub const WORKERS_KNOWN: &str = "swarmq_workers_known";
+/// Tasks retained in the history store.
+pub const HISTORY_TASKS: &str = "swarmq_history_tasks";
+/// Task events sent to the history recorder and not yet written.
+pub const HISTORY_BACKLOG: &str = "swarmq_history_backlog";
+
+/// Per-queue and per-worker figures kept by the history recorder, for rendering.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityView {
+    /// Queue name, tasks submitted, completed, failed.
+    pub queues: Vec<(String, u64, u64, u64)>,
+    /// Worker id, online, tasks succeeded, tasks failed.
+    pub workers: Vec<(String, bool, u64, u64)>,
+    /// Tasks in the history store, when it is enabled.
+    pub history_tasks: Option<u64>,
+    /// Events not yet recorded.
+    pub history_backlog: u64,
+}
 
 /// Why a submission was refused; the label of [`TASKS_REJECTED`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,11 +100,12 @@ impl RejectReason {
     }
 }
 
-const STATUSES: [Status; 4] = [
+const STATUSES: [Status; 5] = [
     Status::Success,
     Status::Failure,
     Status::Rejected,
     Status::Expired,
+    Status::Revoked,
 ];
 
 /// Upper bounds of the latency histogram buckets, in seconds.
@@ -93,7 +117,7 @@ const LATENCY_BUCKETS_S: [f64; 14] = [
 #[derive(Debug, Default)]
 pub struct Metrics {
     submitted: AtomicU64,
-    finished: [AtomicU64; 4],
+    finished: [AtomicU64; 5],
     rejected: [AtomicU64; 6],
     redelivered: AtomicU64,
     retried: AtomicU64,
@@ -195,6 +219,71 @@ impl Metrics {
     /// Tasks redelivered so far.
     pub fn redelivered(&self) -> u64 {
         self.redelivered.load(Ordering::Relaxed)
+    }
+
+    /// MQTT connections open.
+    pub fn connections(&self) -> i64 {
+        self.connections.load(Ordering::Relaxed).max(0)
+    }
+
+    /// Submissions refused so far, all reasons.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Renders the recorder's per-queue and per-worker figures, after [`Metrics::render`].
+    pub fn render_activity(out: &mut String, view: &ActivityView) {
+        counter(out, QUEUE_TASKS, "Tasks per queue since start, by event.");
+        for (q, submitted, completed, failed) in &view.queues {
+            for (event, n) in [
+                ("submitted", submitted),
+                ("completed", completed),
+                ("failed", failed),
+            ] {
+                let _ = writeln!(out, "{QUEUE_TASKS}{{queue=\"{q}\",event=\"{event}\"}} {n}");
+            }
+        }
+        counter(
+            out,
+            WORKER_TASKS,
+            "Tasks per worker since start, by status.",
+        );
+        for (w, _, ok, failed) in &view.workers {
+            let w = escape_label(w);
+            let _ = writeln!(
+                out,
+                "{WORKER_TASKS}{{worker=\"{w}\",status=\"success\"}} {ok}"
+            );
+            let _ = writeln!(
+                out,
+                "{WORKER_TASKS}{{worker=\"{w}\",status=\"failure\"}} {failed}"
+            );
+        }
+        gauge(
+            out,
+            WORKERS_KNOWN,
+            "Workers known to the dashboard, by state.",
+        );
+        let online = view.workers.iter().filter(|w| w.1).count();
+        let _ = writeln!(out, "{WORKERS_KNOWN}{{state=\"online\"}} {online}");
+        let _ = writeln!(
+            out,
+            "{WORKERS_KNOWN}{{state=\"offline\"}} {}",
+            view.workers.len() - online
+        );
+        if let Some(n) = view.history_tasks {
+            gauge(out, HISTORY_TASKS, "Tasks retained in the history store.");
+            let _ = writeln!(out, "{HISTORY_TASKS} {n}");
+        }
+        gauge(
+            out,
+            HISTORY_BACKLOG,
+            "Task events not yet written to the history.",
+        );
+        let _ = writeln!(out, "{HISTORY_BACKLOG} {}", view.history_backlog);
     }
 
     /// Renders everything in the Prometheus text exposition format.
@@ -300,6 +389,14 @@ impl Metrics {
         let _ = writeln!(out, "{TASK_LATENCY}_count {count}");
         out
     }
+}
+
+/// Escapes a label value: client ids are chosen by clients and may hold
+/// quotes, backslashes or newlines.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn counter(out: &mut String, name: &str, help: &str) {

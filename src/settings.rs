@@ -39,6 +39,59 @@ pub struct Settings {
     pub queues: BTreeMap<String, QueueSettings>,
     /// Shutdown behaviour.
     pub shutdown: ShutdownSettings,
+    /// Task history, results and the metric series.
+    pub history: HistorySettings,
+    /// Dashboard and API users.
+    pub auth: AuthSettings,
+}
+
+/// `[history]`: the task history and result store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySettings {
+    /// Keep task records on disk (the dashboard's Tasks page, result fetches).
+    pub enabled: bool,
+    /// Most tasks kept; the oldest go first.
+    pub max_tasks: u64,
+    /// Tasks submitted longer ago than this are removed, in seconds.
+    pub max_age_secs: u64,
+    /// How long the per-second metric series is kept on disk, in seconds.
+    pub series_retention_secs: u64,
+}
+
+/// `[auth]`: who may use the dashboard and the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Users; none means open access (the development profile).
+    #[serde(default)]
+    pub users: Vec<UserSettings>,
+    /// Lifetime of a login session, in seconds.
+    pub session_ttl_secs: u64,
+    /// Mark the session cookie `Secure` (set when served behind HTTPS).
+    pub cookie_secure: bool,
+}
+
+/// `[[auth.users]]`: one dashboard/API user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSettings {
+    /// Login name.
+    pub name: String,
+    /// `viewer` (read-only) or `admin`.
+    pub role: Role,
+    /// Argon2 PHC string, from `swarmq hash-password`.
+    pub password_hash: String,
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read everything, change nothing.
+    Viewer,
+    /// Also revoke, retry and purge.
+    Admin,
 }
 
 /// `[mqtt]`: the embedded broker.
@@ -284,6 +337,27 @@ impl Settings {
         }
         if self.store.data_dir.as_os_str().is_empty() {
             return invalid("store.data_dir", "must not be empty");
+        }
+        if self.history.max_tasks == 0 {
+            return invalid("history.max_tasks", "must be at least 1");
+        }
+        if self.auth.session_ttl_secs < 60 {
+            return invalid("auth.session_ttl_secs", "must be at least 60");
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, u) in self.auth.users.iter().enumerate() {
+            if u.name.is_empty() || !names.insert(u.name.as_str()) {
+                return invalid(
+                    &format!("auth.users[{i}].name"),
+                    "must be non-empty and unique",
+                );
+            }
+            if !u.password_hash.starts_with("$argon2") {
+                return invalid(
+                    &format!("auth.users[{i}].password_hash"),
+                    "must be an argon2 hash from `swarmq hash-password`",
+                );
+            }
         }
         Ok(())
     }

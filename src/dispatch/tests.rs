@@ -218,3 +218,82 @@ fn tasks_survive_a_restart_of_the_dispatcher() {
     let ids: Vec<String> = out.iter().map(task_id).collect();
     assert_eq!(ids, ["x", "y"]);
 }
+
+#[test]
+fn revoke_takes_a_waiting_task_out_and_answers_revoked() {
+    let (d, _dir) = dispatcher(&[]);
+    let now = Instant::now();
+    submit(&d, "q", r#"{"id":"a"}"#, now);
+    submit(&d, "q", r#"{"id":"b"}"#, now);
+    let out = d.revoke("a").unwrap();
+    let r = reply_json(&out);
+    assert_eq!(
+        (r["id"].as_str(), r["status"].as_str()),
+        (Some("a"), Some("revoked"))
+    );
+    let waiting: Vec<String> = d
+        .waiting_tasks("q", 10)
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(waiting, ["b"]);
+    assert!(matches!(d.revoke("a"), Err(ActionError::NotFound(_))));
+    // A leased task is with a worker: not revocable.
+    let out = d.worker_subscribed("w", 1, 1, "tasks/q", now);
+    assert_eq!(delivered_to(&out), ["w"]);
+    assert!(matches!(d.revoke("b"), Err(ActionError::Running(_))));
+    assert_eq!(d.metrics().finished(Status::Revoked), 1);
+}
+
+#[test]
+fn purge_revokes_every_waiting_task_and_leaves_leased_ones() {
+    let (d, _dir) = dispatcher(&[]);
+    let now = Instant::now();
+    for i in 0..5 {
+        submit(&d, "q", &format!(r#"{{"id":"t{i}"}}"#), now);
+    }
+    d.worker_subscribed("w", 1, 1, "tasks/q", now);
+    let (n, out) = d.purge("q").unwrap();
+    assert_eq!(n, 4);
+    assert_eq!(out.len(), 4);
+    assert_eq!(d.queues()[0].waiting, 0);
+    assert_eq!(d.queues()[0].in_flight, 1);
+    assert!(matches!(d.purge("nope"), Err(ActionError::UnknownQueue(_))));
+}
+
+#[test]
+fn resubmit_runs_a_finished_task_again_under_its_id() {
+    let (d, _dir) = dispatcher(&[]);
+    let now = Instant::now();
+    submit(&d, "q", r#"{"id":"x","args":[1]}"#, now);
+    d.revoke("x").unwrap();
+    let task = StoredTask {
+        id: "x".into(),
+        queue: "q".into(),
+        task: "t".into(),
+        args: vec![json!(1)],
+        kwargs: Map::new(),
+        reply: None,
+        user_properties: vec![],
+        submitted_at_us: 0,
+        expires_at_us: None,
+        attempts: 3,
+    };
+    assert!(d.resubmit(task.clone(), now).unwrap().is_empty());
+    assert!(d.is_unfinished("x"));
+    assert!(matches!(
+        d.resubmit(task.clone(), now),
+        Err(ActionError::Unfinished(_))
+    ));
+    let out = d.worker_subscribed("w", 1, 1, "tasks/q", now);
+    assert_eq!(delivered_to(&out), ["w"]);
+    // Attempts start over.
+    match &out[0] {
+        Outbound::Deliver { payload, .. } => {
+            let m: serde_json::Value = serde_json::from_slice(payload).unwrap();
+            assert_eq!(m["attempt"], 1);
+        }
+        Outbound::Reply { .. } => unreachable!(),
+    }
+}

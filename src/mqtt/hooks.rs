@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `MessagePublishCheckAcl` | `tasks/<queue>` | submit; PUBACK follows only once stored |
 //! | `MessagePublishCheckAcl` | `swarmq/results/<queue>` | worker reply; consumed |
+//! | `MessagePublishCheckAcl` | `swarmq/history/get` | answer from the history; consumed |
 //! | `SessionSubscribed` | `$share/<g>/<filter>` matching a task topic | worker joins |
 //! | `SessionUnsubscribed` | same | worker leaves that queue |
 //! | `ClientConnected` | restored task subscriptions | worker joins |
@@ -22,19 +23,36 @@ use rmqtt::codec::v5::PublishAckReason;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::session::Session;
 use rmqtt::types::{ConnectInfo, PublishAclResult, PublishResult};
-use swarmq_worker::wire::{RESULTS_PREFIX, TASKS_PREFIX};
+use serde_json::{Value, json};
+use swarmq_worker::wire::{HISTORY_GET_TOPIC, RESULTS_PREFIX, TASKS_PREFIX};
 
 use super::{DISPATCHER_CLIENT_ID, Publisher};
-use crate::dispatch::{ConnectionId, Dispatcher, Submission, SubmitOutcome};
+use crate::dispatch::{
+    ConnectionId, Dispatcher, Outbound, Submission, SubmitOutcome, WeakDispatcher,
+};
+use crate::history::{HistoryStore, WeakHistoryStore};
 use crate::metrics::RejectReason;
 
 /// Capacity an MQTT 5 client announces by leaving Receive Maximum at its
 /// default, which says nothing about how much work it can take.
 const SPEC_DEFAULT_RECEIVE_MAXIMUM: u16 = 65_535;
 
+/// The hook handler registered with rmqtt. It holds the dispatcher and the
+/// history weakly: rmqtt keeps its context (and so its handlers) alive in
+/// background tasks after the broker stops, and the stores must close when
+/// the app that owns them is dropped.
 #[derive(Clone)]
 pub(super) struct TaskHooks {
+    dispatcher: WeakDispatcher,
+    history: Option<WeakHistoryStore>,
+    publisher: Publisher,
+    default_capacity: u32,
+}
+
+/// The handler's state for one hook call, with strong references.
+struct Live {
     dispatcher: Dispatcher,
+    history: Option<HistoryStore>,
     publisher: Publisher,
     default_capacity: u32,
 }
@@ -49,14 +67,32 @@ impl TaskHooks {
         Type::MessageExpiryCheck,
     ];
 
-    pub(super) fn new(dispatcher: Dispatcher, publisher: Publisher, default_capacity: u32) -> Self {
+    pub(super) fn new(
+        dispatcher: Dispatcher,
+        history: Option<HistoryStore>,
+        publisher: Publisher,
+        default_capacity: u32,
+    ) -> Self {
         TaskHooks {
-            dispatcher,
+            dispatcher: dispatcher.downgrade(),
+            history: history.as_ref().map(HistoryStore::downgrade),
             publisher,
             default_capacity,
         }
     }
 
+    /// Strong references for one call; `None` once the app is gone.
+    fn live(&self) -> Option<Live> {
+        Some(Live {
+            dispatcher: self.dispatcher.upgrade()?,
+            history: self.history.as_ref().and_then(WeakHistoryStore::upgrade),
+            publisher: self.publisher.clone(),
+            default_capacity: self.default_capacity,
+        })
+    }
+}
+
+impl Live {
     async fn on_publish(
         &self,
         session: &Session,
@@ -78,12 +114,63 @@ impl TaskHooks {
                 Instant::now(),
             );
             self.publisher.send_all(out).await;
-            // Consumed: results reach requesters through the dispatcher only.
-            return Some(HookResult::PublishAclResult(PublishAclResult(
-                PublishResult::reason_code(PublishAckReason::NoMatchingSubscribers, None, false),
-            )));
+            return Some(consumed());
+        }
+        if topic == HISTORY_GET_TOPIC {
+            self.on_history_get(publish).await;
+            return Some(consumed());
         }
         None
+    }
+
+    /// Answers a history fetch on the requester's reply topic: the task's
+    /// record as `GET /api/v1/tasks/{id}` gives it, or a `status` of
+    /// `unknown` (no such task) or `rejected` (a malformed request).
+    async fn on_history_get(&self, publish: &rmqtt::types::Publish) {
+        let props = publish.properties.as_ref();
+        let json: Option<Value> = serde_json::from_slice(&publish.payload).ok();
+        let field = |name: &str| {
+            json.as_ref()
+                .and_then(|v| v.get(name))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let topic = props
+            .and_then(|p| p.response_topic.as_ref())
+            .map(|t| t.to_string())
+            .or_else(|| field("reply_to"));
+        let Some(topic) = topic.filter(|t| !t.is_empty() && !t.contains(['+', '#'])) else {
+            tracing::warn!("history request without a usable reply topic; ignored");
+            return;
+        };
+        let id = field("id");
+        let mut answer = match (&id, &self.history) {
+            (None, _) => {
+                json!({"status": "rejected", "error": "a history request is a JSON object with a string `id`"})
+            }
+            (Some(_), None) => {
+                json!({"id": id, "status": "unknown", "error": "the task history is disabled on this broker"})
+            }
+            (Some(id), Some(h)) => match h.get(id) {
+                Ok(Some(record)) => record.to_json(),
+                Ok(None) => {
+                    json!({"id": id, "status": "unknown", "error": format!("no task `{id}` in the history")})
+                }
+                Err(e) => {
+                    json!({"id": id, "status": "unknown", "error": format!("history unavailable: {e}")})
+                }
+            },
+        };
+        // The request's correlation_id wins over the task's own in the answer.
+        if let (Some(c), Value::Object(map)) = (field("correlation_id"), &mut answer) {
+            map.insert("correlation_id".into(), Value::String(c));
+        }
+        let reply = Outbound::Reply {
+            topic,
+            correlation_data: props.and_then(|p| p.correlation_data.clone()),
+            payload: answer.to_string().into(),
+        };
+        self.publisher.send_all(vec![reply]).await;
     }
 
     async fn on_task(&self, queue: &str, publish: &rmqtt::types::Publish) -> HookResult {
@@ -195,6 +282,16 @@ impl TaskHooks {
     }
 }
 
+/// The verdict for a publish the broker answers itself: accepted (a success
+/// reason code) and not routed to any subscriber.
+fn consumed() -> HookResult {
+    HookResult::PublishAclResult(PublishAclResult(PublishResult::reason_code(
+        PublishAckReason::NoMatchingSubscribers,
+        None,
+        false,
+    )))
+}
+
 /// Whether a subscription filter can match some `tasks/<queue>` topic: its
 /// first level is `tasks`, `+` or `#`. The dispatcher matches the filter
 /// against each queue's topic; this only skips filters that never could.
@@ -214,16 +311,19 @@ fn connection_id(session: &Session) -> ConnectionId {
 #[async_trait]
 impl Handler for TaskHooks {
     async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        let Some(live) = self.live() else {
+            return (true, acc);
+        };
         match param {
             Parameter::MessagePublishCheckAcl(session, publish) => {
-                match self.on_publish(session, publish).await {
+                match live.on_publish(session, publish).await {
                     // Our verdict is final for task and result topics.
                     Some(result) => (false, Some(result)),
                     None => (true, acc),
                 }
             }
             Parameter::SessionSubscribed(session, sub) => {
-                self.on_subscribed(
+                live.on_subscribed(
                     session,
                     &sub.topic_filter,
                     sub.opts.shared_group().is_some(),
@@ -233,23 +333,23 @@ impl Handler for TaskHooks {
             }
             Parameter::SessionUnsubscribed(session, unsub) => {
                 if unsub.shared_group.is_some() && could_select_tasks(&unsub.topic_filter) {
-                    self.dispatcher
+                    live.dispatcher
                         .worker_unsubscribed(&session.id.client_id, &unsub.topic_filter);
                 }
                 (true, acc)
             }
             Parameter::ClientConnected(session) => {
-                self.on_connected(session).await;
+                live.on_connected(session).await;
                 (true, acc)
             }
             Parameter::ClientDisconnected(session, _reason) => {
-                self.dispatcher.metrics().connections_add(-1);
-                let out = self.dispatcher.worker_gone(
+                live.dispatcher.metrics().connections_add(-1);
+                let out = live.dispatcher.worker_gone(
                     &session.id.client_id,
                     connection_id(session),
                     Instant::now(),
                 );
-                self.publisher.send_all(out).await;
+                live.publisher.send_all(out).await;
                 (true, acc)
             }
             Parameter::MessageExpiryCheck(session, from, publish) => {
@@ -263,7 +363,7 @@ impl Handler for TaskHooks {
                         .and_then(|p| p.correlation_data.as_deref())
                         .and_then(|c| std::str::from_utf8(c).ok());
                     if let Some(task_id) = task_id
-                        && !self
+                        && !live
                             .dispatcher
                             .lease_held_by(task_id, &session.id.client_id)
                     {

@@ -26,6 +26,7 @@ use rmqtt::types::{From, Id, Publish};
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::{Dispatcher, Outbound, TICK_INTERVAL};
+use crate::history::HistoryStore;
 use crate::settings::{MqttSettings, TaskSettings};
 
 /// Client id the broker's own messages (task deliveries, results) come from.
@@ -82,6 +83,7 @@ impl EmbeddedBroker {
         mqtt: &MqttSettings,
         tasks: &TaskSettings,
         dispatcher: Dispatcher,
+        history: Option<HistoryStore>,
     ) -> Result<EmbeddedBroker, BrokerError> {
         let scx = ServerContext::new()
             .plugins_config_map_add(
@@ -116,7 +118,12 @@ impl EmbeddedBroker {
                 None,
             )),
         };
-        let handler = hooks::TaskHooks::new(dispatcher, publisher.clone(), tasks.default_capacity);
+        let handler = hooks::TaskHooks::new(
+            dispatcher,
+            history,
+            publisher.clone(),
+            tasks.default_capacity,
+        );
         let register = scx.extends.hook_mgr().register();
         for typ in hooks::TaskHooks::TYPES {
             register.add(typ, Box::new(handler.clone())).await;
@@ -158,6 +165,13 @@ impl EmbeddedBroker {
         self.local_addr
     }
 
+    /// A handle that publishes dispatcher messages from outside the broker.
+    pub fn outbox(&self) -> Outbox {
+        Outbox {
+            publisher: self.publisher.clone(),
+        }
+    }
+
     /// Serves MQTT and runs the lease/expiry sweep until `token` is cancelled.
     pub async fn run(self, dispatcher: Dispatcher, token: CancellationToken) {
         let server = MqttServer::new(self.scx.clone())
@@ -183,6 +197,26 @@ impl EmbeddedBroker {
                 tracing::info!("MQTT broker stopping");
             }
         }
+    }
+}
+
+/// Publishes the [`Outbound`] messages of operator actions (revoke, purge,
+/// retry) into the broker. Cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    publisher: Publisher,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    /// Publishes `messages` in order.
+    pub async fn send_all(&self, messages: Vec<Outbound>) {
+        self.publisher.send_all(messages).await;
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::QoS;
@@ -21,7 +22,9 @@ pub struct TestBroker {
     pub http: SocketAddr,
     pub dispatcher: Dispatcher,
     token: CancellationToken,
-    pub data_dir: tempfile::TempDir,
+    run: Option<tokio::task::JoinHandle<()>>,
+    sources: Sources,
+    pub data_dir: Arc<tempfile::TempDir>,
 }
 
 impl TestBroker {
@@ -31,13 +34,21 @@ impl TestBroker {
 
     /// Starts with settings overrides, as dotted key → value.
     pub async fn start_with(overrides: &[(&str, &str)]) -> TestBroker {
-        let data_dir = tempfile::tempdir().expect("tempdir");
+        TestBroker::start_with_config("", overrides).await
+    }
+
+    /// Starts with a TOML config file (for settings overrides cannot express,
+    /// such as `[[auth.users]]`) and overrides.
+    pub async fn start_with_config(toml: &str, overrides: &[(&str, &str)]) -> TestBroker {
+        let data_dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let config = data_dir.path().join("swarmq.toml");
+        std::fs::write(&config, toml).expect("write config");
         let mut o: Vec<(String, String)> = vec![
             ("mqtt.listen".into(), "127.0.0.1:0".into()),
             ("http.listen".into(), "127.0.0.1:0".into()),
             (
                 "store.data_dir".into(),
-                data_dir.path().display().to_string(),
+                data_dir.path().join("data").display().to_string(),
             ),
             ("shutdown.grace_period_ms".into(), "200".into()),
         ];
@@ -46,23 +57,67 @@ impl TestBroker {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string())),
         );
-        let settings = Settings::load(&Sources {
+        let sources = Sources {
+            file: Some(config),
             overrides: o,
             ..Sources::default()
-        })
-        .expect("settings");
+        };
+        TestBroker::start_from(sources, data_dir).await
+    }
+
+    async fn start_from(sources: Sources, data_dir: Arc<tempfile::TempDir>) -> TestBroker {
+        let settings = Settings::load(&sources).expect("settings");
         let app = App::build(settings).await.expect("app builds");
+        TestBroker::run_app(app, sources, data_dir)
+    }
+
+    fn run_app(app: App, sources: Sources, data_dir: Arc<tempfile::TempDir>) -> TestBroker {
         let (mqtt, http) = (app.mqtt_addr(), app.http_addr());
         let dispatcher = app.dispatcher().clone();
         let token = CancellationToken::new();
-        tokio::spawn(app.run(token.clone()));
+        let run = tokio::spawn(app.run(token.clone()));
         TestBroker {
             mqtt,
             http,
             dispatcher,
             token,
+            run: Some(run),
+            sources,
             data_dir,
         }
+    }
+
+    /// Stops the broker the way SIGTERM does (drain, flush), waits until it
+    /// has stopped, and starts it again on the same data directory and
+    /// settings (new ports).
+    pub async fn restart(mut self) -> TestBroker {
+        self.token.cancel();
+        let run = self.run.take();
+        let (sources, data_dir) = (self.sources.clone(), self.data_dir.clone());
+        drop(self);
+        if let Some(run) = run {
+            within("broker stops", run).await.expect("broker task");
+        }
+        // In one process the old broker's connection tasks can outlive its
+        // run for a moment and still hold the stores open (a real restart is
+        // a new process): retry until their locks are released.
+        let settings = Settings::load(&sources).expect("settings");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match App::build(settings.clone()).await {
+                Ok(app) => return TestBroker::run_app(app, sources, data_dir),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("broker does not restart: {e:?}"),
+            }
+        }
+    }
+
+    /// The HTTP base URL, for reqwest.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
     }
 
     pub fn url(&self) -> String {

@@ -18,6 +18,11 @@ pub const TASKS_PREFIX: &str = "tasks/";
 /// Topic prefix the broker gives workers to answer on: `swarmq/results/<queue>`.
 pub const RESULTS_PREFIX: &str = "swarmq/results/";
 
+/// Topic a client publishes `{"id": "<task id>"}` to, to fetch a task's
+/// record (status, result, timings) from the broker's history; the answer goes
+/// to its Response Topic (MQTT 5) or `reply_to` field (3.1.1).
+pub const HISTORY_GET_TOPIC: &str = "swarmq/history/get";
+
 /// Longest queue name, in bytes.
 pub const MAX_QUEUE_NAME_LEN: usize = 64;
 
@@ -178,6 +183,8 @@ pub enum Status {
     Rejected,
     /// The task's message expiry passed before a worker took it.
     Expired,
+    /// An operator revoked the task (or purged its queue) before a worker took it.
+    Revoked,
 }
 
 impl Status {
@@ -188,6 +195,7 @@ impl Status {
             Status::Failure => "failure",
             Status::Rejected => "rejected",
             Status::Expired => "expired",
+            Status::Revoked => "revoked",
         }
     }
 }

@@ -1,0 +1,314 @@
+//! Task history and results: what happened to every task, kept on disk.
+//!
+//! The dispatcher reports each step of a task's life as a [`TaskEvent`] on a
+//! channel and moves on; it never waits for the history. The [`Recorder`]
+//! thread drains that channel every [`RECORD_INTERVAL`], folds the events of a
+//! batch into one write per task in the [`HistoryStore`] (fjall, in
+//! `<data_dir>/history`), and keeps the live [`Activity`] figures (workers,
+//! per-queue counts, latencies) that the dashboard and `/metrics` show.
+//!
+//! The history is an observation, not the source of truth for running tasks:
+//! the queue store is. A history write lost in a crash costs a line in the
+//! dashboard, never a task.
+
+mod activity;
+mod recorder;
+mod store;
+
+pub(crate) use activity::SERIES_IN_MEMORY;
+pub use activity::{Activity, QueueRates, SeriesPoint, WorkerInfo};
+pub use recorder::{EventSink, RECORD_INTERVAL, Recorder};
+pub use store::{HistoryError, HistoryStore, TaskFilter, TaskPage, WeakHistoryStore};
+pub(crate) use store::{MAX_SCAN, hex as hex_string, unhex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use swarmq_worker::wire::Status;
+
+use crate::queue::{ReplyTo, StoredTask};
+
+/// Where a task stands, as the history knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Accepted, waiting for a worker.
+    Queued,
+    /// Delivered to a worker, no result yet.
+    Running,
+    /// The worker returned a result.
+    Success,
+    /// The worker reported an error, or every attempt was used up.
+    Failure,
+    /// Message expiry passed before a worker took it.
+    Expired,
+    /// An operator revoked it, or purged its queue.
+    Revoked,
+    /// Refused at submission (kept only when it carried an id).
+    Rejected,
+}
+
+impl TaskState {
+    /// Every state, in the order the dashboard lists them.
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Queued,
+        TaskState::Running,
+        TaskState::Success,
+        TaskState::Failure,
+        TaskState::Expired,
+        TaskState::Revoked,
+        TaskState::Rejected,
+    ];
+
+    /// The lowercase name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Running => "running",
+            TaskState::Success => "success",
+            TaskState::Failure => "failure",
+            TaskState::Expired => "expired",
+            TaskState::Revoked => "revoked",
+            TaskState::Rejected => "rejected",
+        }
+    }
+
+    /// Parses an API name.
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// True once nothing more will happen to the task.
+    pub fn is_final(self) -> bool {
+        !matches!(self, TaskState::Queued | TaskState::Running)
+    }
+}
+
+impl From<Status> for TaskState {
+    fn from(s: Status) -> TaskState {
+        match s {
+            Status::Success => TaskState::Success,
+            Status::Failure => TaskState::Failure,
+            Status::Rejected => TaskState::Rejected,
+            Status::Expired => TaskState::Expired,
+            Status::Revoked => TaskState::Revoked,
+        }
+    }
+}
+
+/// The fields a task list shows: small, and stored beside the time index so a
+/// search never reads arguments or results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSummary {
+    /// Task id.
+    pub id: String,
+    /// Queue name.
+    pub queue: String,
+    /// Task name.
+    pub task: String,
+    /// Where it stands.
+    pub status: TaskState,
+    /// Client id of the worker that has or had it last.
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// Deliveries so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Accepted at, microseconds since the Unix epoch.
+    pub submitted_at_us: u64,
+    /// Last delivered to a worker at.
+    #[serde(default)]
+    pub started_at_us: Option<u64>,
+    /// Final at.
+    #[serde(default)]
+    pub finished_at_us: Option<u64>,
+}
+
+/// Everything the history keeps of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The list fields.
+    #[serde(flatten)]
+    pub summary: TaskSummary,
+    /// Positional arguments.
+    #[serde(default)]
+    pub args: Vec<Value>,
+    /// Keyword arguments.
+    #[serde(default)]
+    pub kwargs: Map<String, Value>,
+    /// The requester's reply topic and correlation.
+    #[serde(default)]
+    pub reply: Option<ReplyTo>,
+    /// MQTT 5 user properties of the submission.
+    #[serde(default)]
+    pub user_properties: Vec<(String, String)>,
+    /// When the task expires if no worker takes it.
+    #[serde(default)]
+    pub expires_at_us: Option<u64>,
+    /// The worker's return value, for `success`.
+    #[serde(default)]
+    pub result: Option<Value>,
+    /// The error, for `failure`, `expired`, `revoked`, `rejected`; or why
+    /// the last delivery ended without a result.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl TaskRecord {
+    /// A record for a task just accepted.
+    pub fn queued(task: &StoredTask) -> TaskRecord {
+        TaskRecord {
+            summary: TaskSummary {
+                id: task.id.clone(),
+                queue: task.queue.clone(),
+                task: task.task.clone(),
+                status: TaskState::Queued,
+                worker: None,
+                attempts: task.attempts,
+                submitted_at_us: task.submitted_at_us,
+                started_at_us: None,
+                finished_at_us: None,
+            },
+            args: task.args.clone(),
+            kwargs: task.kwargs.clone(),
+            reply: task.reply.clone(),
+            user_properties: task.user_properties.clone(),
+            expires_at_us: task.expires_at_us,
+            result: None,
+            error: None,
+        }
+    }
+
+    /// The task as it can be submitted again (retry).
+    pub fn to_stored_task(&self) -> StoredTask {
+        StoredTask {
+            id: self.summary.id.clone(),
+            queue: self.summary.queue.clone(),
+            task: self.summary.task.clone(),
+            args: self.args.clone(),
+            kwargs: self.kwargs.clone(),
+            reply: self.reply.clone(),
+            user_properties: self.user_properties.clone(),
+            submitted_at_us: 0,
+            expires_at_us: None,
+            attempts: 0,
+        }
+    }
+
+    /// Milliseconds between submission and the last delivery.
+    pub fn queued_ms(&self) -> Option<f64> {
+        let s = &self.summary;
+        s.started_at_us
+            .map(|t| ms(t.saturating_sub(s.submitted_at_us)))
+    }
+
+    /// Milliseconds between the last delivery and the result.
+    pub fn run_ms(&self) -> Option<f64> {
+        let s = &self.summary;
+        match (s.started_at_us, s.finished_at_us) {
+            (Some(a), Some(b)) => Some(ms(b.saturating_sub(a))),
+            _ => None,
+        }
+    }
+
+    /// The API's JSON view: the record with timings and the reply spelled out.
+    pub fn to_json(&self) -> Value {
+        let s = &self.summary;
+        let mut v = serde_json::json!({
+            "id": s.id,
+            "queue": s.queue,
+            "task": s.task,
+            "status": s.status,
+            "worker": s.worker,
+            "attempts": s.attempts,
+            "submitted_at_us": s.submitted_at_us,
+            "started_at_us": s.started_at_us,
+            "finished_at_us": s.finished_at_us,
+            "queued_ms": self.queued_ms(),
+            "run_ms": self.run_ms(),
+            "args": self.args,
+            "kwargs": self.kwargs,
+            "result": self.result,
+            "error": self.error,
+            "expires_at_us": self.expires_at_us,
+            "user_properties": self.user_properties,
+            "reply_topic": self.reply.as_ref().map(|r| r.topic.clone()),
+            "correlation_id": self.reply.as_ref().and_then(|r| r.correlation_id.clone()),
+            "correlation_data": self.reply.as_ref().and_then(|r| r.correlation_data.as_ref())
+                .map(|d| String::from_utf8_lossy(d).into_owned()),
+        });
+        if let Value::Object(map) = &mut v {
+            map.retain(|_, v| !v.is_null());
+        }
+        v
+    }
+}
+
+fn ms(us: u64) -> f64 {
+    (us as f64 / 1000.0 * 1000.0).round() / 1000.0
+}
+
+/// One step in a task's life, or a worker's, as the dispatcher reports it.
+#[derive(Debug, Clone)]
+pub enum TaskEvent {
+    /// Accepted into a queue (also on a retry, which starts the task over).
+    Submitted(Box<StoredTask>),
+    /// Delivered to a worker.
+    Started {
+        /// Task id.
+        id: String,
+        /// Worker client id.
+        worker: String,
+        /// This delivery's number, from 1.
+        attempt: u32,
+        /// When.
+        at_us: u64,
+    },
+    /// A delivery ended without a result; the task waits again.
+    Requeued {
+        /// Task id.
+        id: String,
+        /// Why (worker disconnected, lease expired, retry asked).
+        reason: String,
+        /// When.
+        at_us: u64,
+    },
+    /// The task is final.
+    Finished {
+        /// Task id.
+        id: String,
+        /// Queue, so a record trimmed by retention can still be counted.
+        queue: String,
+        /// Outcome.
+        status: Status,
+        /// Return value.
+        result: Option<Value>,
+        /// Error message.
+        error: Option<String>,
+        /// Worker that produced the result.
+        worker: Option<String>,
+        /// Deliveries made.
+        attempts: u32,
+        /// When.
+        at_us: u64,
+        /// Submission to result.
+        latency_us: u64,
+    },
+    /// A worker subscribed to task queues (or changed its subscriptions).
+    WorkerSeen {
+        /// Client id.
+        id: String,
+        /// Capacity.
+        capacity: u32,
+        /// Queues it consumes now.
+        queues: Vec<String>,
+        /// When.
+        at_us: u64,
+    },
+    /// A worker disconnected.
+    WorkerLeft {
+        /// Client id.
+        id: String,
+        /// When.
+        at_us: u64,
+    },
+}

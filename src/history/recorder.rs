@@ -1,0 +1,256 @@
+//! [`Recorder`]: the thread that turns dispatcher events into history writes
+//! and live figures.
+//!
+//! The dispatcher sends on an unbounded channel and never blocks or wakes
+//! anyone: the recorder is not parked on the channel but polls it every
+//! [`RECORD_INTERVAL`], so a send is a plain queue push, with no futex wake-up
+//! per task on the publish path. Each poll takes everything queued as one
+//! batch: one fjall write batch, one journal write.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{Activity, HistoryStore, TaskEvent};
+use crate::dispatch::{Dispatcher, now_us};
+use crate::settings::HistorySettings;
+
+/// How often the recorder drains the event channel.
+pub const RECORD_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How often a point of the metric series is taken.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the age-based retention runs (count-based runs after each batch).
+const RETENTION_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Most events folded into one write batch.
+const MAX_BATCH: usize = 50_000;
+
+/// The dispatcher's end of the event channel. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    tx: Sender<TaskEvent>,
+    backlog: Arc<AtomicU64>,
+}
+
+impl EventSink {
+    /// Queues an event for the recorder. Never blocks.
+    pub fn send(&self, event: TaskEvent) {
+        if self.tx.send(event).is_ok() {
+            self.backlog.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The recorder thread. Stop it with [`Recorder::stop`], which writes what
+/// is still queued.
+#[derive(Debug)]
+pub struct Recorder {
+    handle: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    backlog: Arc<AtomicU64>,
+}
+
+/// What the recorder thread owns.
+struct Worker {
+    rx: Receiver<TaskEvent>,
+    store: Option<HistoryStore>,
+    activity: Arc<Activity>,
+    dispatcher: Dispatcher,
+    settings: HistorySettings,
+    stop: Arc<AtomicBool>,
+    backlog: Arc<AtomicU64>,
+}
+
+impl Recorder {
+    /// A new event channel: the sink goes to the dispatcher, the receiver to
+    /// [`Recorder::spawn`].
+    pub fn channel() -> (EventSink, Receiver<TaskEvent>, Arc<AtomicU64>) {
+        let (tx, rx) = channel();
+        let backlog = Arc::new(AtomicU64::new(0));
+        (
+            EventSink {
+                tx,
+                backlog: backlog.clone(),
+            },
+            rx,
+            backlog,
+        )
+    }
+
+    /// Starts the thread. Without a store (history disabled) it still keeps
+    /// the live figures.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the OS refuses a thread.
+    pub fn spawn(
+        rx: Receiver<TaskEvent>,
+        backlog: Arc<AtomicU64>,
+        store: Option<HistoryStore>,
+        activity: Arc<Activity>,
+        dispatcher: Dispatcher,
+        settings: HistorySettings,
+    ) -> std::io::Result<Recorder> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            rx,
+            store,
+            activity,
+            dispatcher,
+            settings,
+            stop: stop.clone(),
+            backlog: backlog.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("swarmq-history".into())
+            .spawn(move || worker.run())?;
+        Ok(Recorder {
+            handle: Some(handle),
+            stop,
+            backlog,
+        })
+    }
+
+    /// Events sent and not yet recorded.
+    pub fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// Records what is queued, flushes, and ends the thread.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take()
+            && h.join().is_err()
+        {
+            tracing::error!("history recorder thread panicked");
+        }
+    }
+}
+
+impl Drop for Recorder {
+    /// A recorder dropped without [`Recorder::stop`] (an app built and never
+    /// run) still ends its thread, after writing what is queued.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Worker {
+    fn run(self) {
+        let mut next_sample = Instant::now() + SAMPLE_INTERVAL;
+        let mut next_retention = Instant::now();
+        let mut batch = Vec::new();
+        loop {
+            // Read the flag first: everything sent before it was set is then
+            // drained below.
+            let stopping = self.stop.load(Ordering::Relaxed);
+            loop {
+                let disconnected = loop {
+                    match self.rx.try_recv() {
+                        Ok(e) => {
+                            batch.push(e);
+                            if batch.len() >= MAX_BATCH {
+                                break false;
+                            }
+                        }
+                        Err(TryRecvError::Empty) => break false,
+                        Err(TryRecvError::Disconnected) => break true,
+                    }
+                };
+                if batch.is_empty() {
+                    if disconnected {
+                        return self.finish();
+                    }
+                    break;
+                }
+                self.record(&batch);
+                self.backlog
+                    .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+                batch.clear();
+            }
+            let now = Instant::now();
+            if now >= next_sample {
+                self.sample();
+                next_sample = now + SAMPLE_INTERVAL;
+            }
+            if now >= next_retention {
+                self.retain(true);
+                next_retention = now + RETENTION_INTERVAL;
+            }
+            if stopping {
+                return self.finish();
+            }
+            std::thread::sleep(RECORD_INTERVAL);
+        }
+    }
+
+    fn record(&self, batch: &[TaskEvent]) {
+        let changed = self.activity.apply(batch);
+        let Some(store) = &self.store else {
+            return;
+        };
+        if let Err(e) = store.apply(batch) {
+            tracing::error!(error = %e, events = batch.len(), "cannot write task history");
+        }
+        if !changed.is_empty()
+            && let Err(e) = store.save_workers(&changed)
+        {
+            tracing::error!(error = %e, "cannot save workers");
+        }
+        if store.retained() > self.settings.max_tasks {
+            self.retain(false);
+        }
+    }
+
+    fn sample(&self) {
+        let queues = self.dispatcher.queues();
+        let online = self.dispatcher.workers().len();
+        let now_ms = now_us() / 1000;
+        let point = self
+            .activity
+            .sample(self.dispatcher.metrics(), &queues, online, now_ms);
+        if let Some(store) = &self.store {
+            let cutoff = now_ms.saturating_sub(self.settings.series_retention_secs * 1000);
+            if let Err(e) = store.save_point(&point, cutoff) {
+                tracing::error!(error = %e, "cannot save the metric series");
+            }
+        }
+    }
+
+    /// Applies retention; `with_age` also drops old tasks and offline workers.
+    fn retain(&self, with_age: bool) {
+        let now = now_us();
+        let age_cutoff = now.saturating_sub(self.settings.max_age_secs.saturating_mul(1_000_000));
+        let gone = if with_age {
+            self.activity.prune_workers(age_cutoff)
+        } else {
+            Vec::new()
+        };
+        let Some(store) = &self.store else {
+            return;
+        };
+        if !gone.is_empty()
+            && let Err(e) = store.remove_workers(&gone)
+        {
+            tracing::error!(error = %e, "cannot forget old workers");
+        }
+        let cutoff = if with_age { age_cutoff } else { 0 };
+        match store.enforce_retention(self.settings.max_tasks, cutoff) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "history retention"),
+            Err(e) => tracing::error!(error = %e, "history retention failed"),
+        }
+    }
+
+    fn finish(self) {
+        if let Some(store) = &self.store
+            && let Err(e) = store.flush()
+        {
+            tracing::error!(error = %e, "cannot flush the task history");
+        }
+    }
+}

@@ -1,0 +1,740 @@
+//! The JSON API under `/api/v1`: everything the dashboard shows and does.
+//!
+//! Errors are JSON too: `{"error": {"code": "...", "message": "..."}}`, with
+//! 400 for bad input, 401 without a valid session, 403 for a viewer trying
+//! an admin action, 404 for unknown ids and queues, 409 when the task is in
+//! the wrong state for the action, 503 when the history is disabled.
+//! `openapi.json` (served at `/api/v1/openapi.json`) documents each route;
+//! a test checks the two lists agree.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use swarmq_worker::wire::Status;
+
+use super::HttpState;
+use super::auth::{Caller, SESSION_COOKIE};
+use crate::dispatch::{ActionError, now_us};
+use crate::history::{HistoryStore, MAX_SCAN, SERIES_IN_MEMORY, TaskFilter, TaskState, unhex};
+use crate::settings::Role;
+
+/// The OpenAPI document, served verbatim.
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// Tasks per page when `limit` is not given.
+const DEFAULT_PAGE: usize = 50;
+
+/// Largest page a client may ask for.
+pub(super) const MAX_PAGE: usize = 1000;
+
+/// Every route of [`router`], as `(method, path)`; a test compares it with
+/// `openapi.json`. Add a route in both places.
+#[cfg(test)]
+const ROUTES: [(&str, &str); 15] = [
+    ("get", "/openapi.json"),
+    ("post", "/login"),
+    ("post", "/logout"),
+    ("get", "/me"),
+    ("get", "/overview"),
+    ("get", "/series"),
+    ("get", "/events"),
+    ("get", "/queues"),
+    ("get", "/queues/{name}"),
+    ("post", "/queues/{name}/purge"),
+    ("get", "/workers"),
+    ("get", "/tasks"),
+    ("get", "/tasks/{id}"),
+    ("post", "/tasks/{id}/revoke"),
+    ("post", "/tasks/{id}/retry"),
+];
+
+pub(super) fn router() -> Router<HttpState> {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/me", get(me))
+        .route("/overview", get(overview))
+        .route("/series", get(series))
+        .route("/events", get(events))
+        .route("/queues", get(queues))
+        .route("/queues/{name}", get(queue))
+        .route("/queues/{name}/purge", post(purge))
+        .route("/workers", get(workers))
+        .route("/tasks", get(tasks))
+        .route("/tasks/{id}", get(task))
+        .route("/tasks/{id}/revoke", post(revoke))
+        .route("/tasks/{id}/retry", post(retry))
+        .fallback(|| async { ApiError::not_found("no such API route") })
+}
+
+/// An API error: a status and a JSON body.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    fn history_disabled() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "history_disabled",
+            "the task history is disabled (history.enabled = false)",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<ActionError> for ApiError {
+    fn from(e: ActionError) -> ApiError {
+        match e {
+            ActionError::NotFound(_) | ActionError::UnknownQueue(_) => {
+                ApiError::not_found(e.to_string())
+            }
+            ActionError::Running(_) | ActionError::Unfinished(_) | ActionError::QueueFull(_) => {
+                ApiError::conflict(e.to_string())
+            }
+            ActionError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            ),
+            ActionError::Store(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn session_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers.get(header::AUTHORIZATION)
+        && let Ok(v) = v.to_str()
+        && let Some(token) = v.strip_prefix("Bearer ")
+    {
+        return Some(token.trim().to_string());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+impl FromRequestParts<HttpState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, ApiError> {
+        let auth = &state.ctx.auth;
+        if auth.is_open() {
+            return Ok(Caller {
+                user: None,
+                role: Role::Admin,
+            });
+        }
+        session_token(&parts.headers)
+            .and_then(|t| auth.session(&t))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "log in first (POST /api/v1/login)",
+                )
+            })
+    }
+}
+
+/// A caller with the admin role.
+struct Admin(Caller);
+
+impl FromRequestParts<HttpState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.role != Role::Admin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this action needs the admin role",
+            ));
+        }
+        Ok(Admin(caller))
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+async fn login(
+    State(state): State<HttpState>,
+    body: Result<Json<LoginRequest>, JsonRejection>,
+) -> ApiResult {
+    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let auth = state.ctx.auth.clone();
+    if auth.is_open() {
+        return Err(ApiError::bad_request(
+            "no users are configured: access is open, there is nothing to log in to",
+        ));
+    }
+    let name = req.username.clone();
+    let outcome = tokio::task::spawn_blocking(move || auth.login(&req.username, &req.password))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let Some((token, role)) = outcome else {
+        tracing::warn!(user = %name, "failed login");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong user name or password",
+        ));
+    };
+    tracing::info!(user = %name, role = ?role, "login");
+    let cookie = state.ctx.auth.cookie(&token);
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        headers.insert(header::SET_COOKIE, v);
+    }
+    let body = json!({
+        "token": token,
+        "user": name,
+        "role": role,
+        "expires_in_s": state.ctx.auth.ttl().as_secs(),
+    });
+    Ok((headers, Json(body)).into_response())
+}
+
+async fn logout(State(state): State<HttpState>, request_headers: HeaderMap) -> impl IntoResponse {
+    if let Some(token) = session_token(&request_headers) {
+        state.ctx.auth.logout(&token);
+    }
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&state.ctx.auth.expired_cookie()) {
+        headers.insert(header::SET_COOKIE, v);
+    }
+    (StatusCode::NO_CONTENT, headers)
+}
+
+async fn me(caller: Caller, State(state): State<HttpState>) -> Json<Value> {
+    Json(json!({
+        "user": caller.user,
+        "role": caller.role,
+        "open": state.ctx.auth.is_open(),
+    }))
+}
+
+fn totals(state: &HttpState) -> Value {
+    let m = state.ctx.dispatcher.metrics();
+    json!({
+        "submitted": m.submitted(),
+        "succeeded": m.finished(Status::Success),
+        "failed": m.finished(Status::Failure),
+        "expired": m.finished(Status::Expired),
+        "revoked": m.finished(Status::Revoked),
+        "rejected": m.rejected_total(),
+        "redelivered": m.redelivered(),
+    })
+}
+
+async fn overview(_: Caller, State(state): State<HttpState>) -> Json<Value> {
+    Json(overview_json(&state))
+}
+
+fn overview_json(state: &HttpState) -> Value {
+    let ctx = &state.ctx;
+    let queues = ctx.dispatcher.queues();
+    let s = &ctx.settings.history;
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": ctx.started.elapsed().as_secs(),
+        "open": ctx.auth.is_open(),
+        "totals": totals(state),
+        "now": ctx.activity.latest(),
+        "connections": ctx.dispatcher.metrics().connections(),
+        "workers_online": ctx.dispatcher.workers().len(),
+        "queues": queues.len(),
+        "waiting": queues.iter().map(|q| q.waiting).sum::<usize>(),
+        "in_flight": queues.iter().map(|q| q.in_flight).sum::<usize>(),
+        "queues_without_consumer": queues.iter().filter(|q| q.waiting > 0 && q.consumers == 0).map(|q| q.name.clone()).collect::<Vec<_>>(),
+        "history": {
+            "enabled": ctx.history.is_some(),
+            "retained": ctx.history.as_ref().map(HistoryStore::retained),
+            "max_tasks": s.max_tasks,
+            "max_age_secs": s.max_age_secs,
+        },
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeriesQuery {
+    minutes: Option<String>,
+}
+
+async fn series(
+    _: Caller,
+    State(state): State<HttpState>,
+    query: Result<Query<SeriesQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let max = (SERIES_IN_MEMORY / 60) as u64;
+    let minutes = match q.minutes.as_deref() {
+        None => 15,
+        Some(m) => m
+            .parse::<u64>()
+            .ok()
+            .filter(|m| (1..=max).contains(m))
+            .ok_or_else(|| ApiError::bad_request(format!("minutes must be 1 to {max}")))?,
+    };
+    let since = (now_us() / 1000).saturating_sub(minutes * 60_000);
+    let points = state.ctx.activity.series(since);
+    Ok(Json(json!({"interval_s": 1, "minutes": minutes, "points": points})).into_response())
+}
+
+/// Pushes a `tick` event every second with what the dashboard refreshes:
+/// the latest sample, totals, queue depths and counts.
+async fn events(
+    _: Caller,
+    State(state): State<HttpState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    use futures_util::StreamExt as _;
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = state.ctx.shutdown.clone();
+    let stream =
+        futures_util::stream::unfold((state, interval), |(state, mut interval)| async move {
+            interval.tick().await;
+            let data = overview_json(&state).to_string();
+            Some((
+                Ok(Event::default().event("tick").data(data)),
+                (state, interval),
+            ))
+        })
+        .take_until(async move { stop.cancelled().await });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn queues(_: Caller, State(state): State<HttpState>) -> Json<Value> {
+    let names: Vec<String> = state
+        .ctx
+        .dispatcher
+        .queues()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    let list: Vec<Value> = names.iter().filter_map(|n| queue_json(&state, n)).collect();
+    Json(json!({ "queues": list }))
+}
+
+fn queue_json(state: &HttpState, name: &str) -> Option<Value> {
+    let ctx = &state.ctx;
+    let q = ctx
+        .dispatcher
+        .queues()
+        .into_iter()
+        .find(|q| q.name == name)?;
+    let consumers: Vec<Value> = ctx
+        .dispatcher
+        .workers()
+        .into_iter()
+        .filter(|w| w.queues.iter().any(|n| n == name))
+        .map(|w| json!({"worker": w.id, "capacity": w.capacity, "in_flight": w.in_flight}))
+        .collect();
+    let limits = ctx.settings.queue_limits(name);
+    let warning = (q.waiting > 0 && q.consumers == 0).then(|| {
+        format!(
+            "{} task(s) waiting and no worker consumes this queue: subscribe one to $share/<group>/tasks/{name}",
+            q.waiting
+        )
+    });
+    Some(json!({
+        "name": q.name,
+        "waiting": q.waiting,
+        "in_flight": q.in_flight,
+        "consumer_count": q.consumers,
+        "consumers": consumers,
+        "rates": ctx.activity.queue_rates(name),
+        "limits": {
+            "max_length": limits.max_length,
+            "lease_timeout_ms": limits.lease_timeout_ms,
+            "max_attempts": limits.max_attempts,
+            "max_per_worker": limits.max_per_worker,
+        },
+        "warning": warning,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueQuery {
+    limit: Option<String>,
+}
+
+async fn queue(
+    _: Caller,
+    State(state): State<HttpState>,
+    Path(name): Path<String>,
+    query: Result<Query<QueueQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = parse_limit(q.limit.as_deref(), 100)?;
+    let mut v = queue_json(&state, &name)
+        .ok_or_else(|| ApiError::not_found(format!("unknown queue `{name}`")))?;
+    let waiting: Vec<Value> = state
+        .ctx
+        .dispatcher
+        .waiting_tasks(&name, limit)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            json!({"id": t.id, "task": t.task, "submitted_at_us": t.submitted_at_us, "attempts": t.attempts})
+        })
+        .collect();
+    v["next_waiting"] = Value::Array(waiting);
+    Ok(Json(v).into_response())
+}
+
+async fn purge(
+    Admin(caller): Admin,
+    State(state): State<HttpState>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let (n, out) = state.ctx.dispatcher.purge(&name)?;
+    tracing::warn!(queue = %name, purged = n, user = ?caller.user, "queue purged through the API");
+    state.ctx.outbox.send_all(out).await;
+    Ok(Json(json!({"queue": name, "purged": n})).into_response())
+}
+
+async fn workers(_: Caller, State(state): State<HttpState>) -> Json<Value> {
+    let ctx = &state.ctx;
+    let live: HashMap<String, _> = ctx
+        .dispatcher
+        .workers()
+        .into_iter()
+        .map(|w| (w.id.clone(), w))
+        .collect();
+    let mut known = ctx.activity.workers();
+    // The recorder lags the dispatcher by up to one interval: a worker that
+    // just joined is shown from the live view alone.
+    for (id, w) in &live {
+        if !known.iter().any(|k| &k.id == id) {
+            let now = now_us();
+            known.push(crate::history::WorkerInfo {
+                id: id.clone(),
+                queues: w.queues.clone(),
+                capacity: w.capacity,
+                online: true,
+                connected_since_us: now,
+                last_seen_us: now,
+                completed: 0,
+                failed: 0,
+            });
+        }
+    }
+    known.sort_by(|a, b| b.online.cmp(&a.online).then_with(|| a.id.cmp(&b.id)));
+    let list: Vec<Value> = known
+        .into_iter()
+        .map(|k| {
+            let l = live.get(&k.id);
+            json!({
+                "id": k.id,
+                "online": l.is_some(),
+                "queues": l.map_or(k.queues.clone(), |l| l.queues.clone()),
+                "capacity": l.map_or(k.capacity, |l| l.capacity),
+                "in_flight": l.map_or(0, |l| l.in_flight),
+                "completed": k.completed,
+                "failed": k.failed,
+                "connected_since_us": k.connected_since_us,
+                "last_seen_us": if l.is_some() { k.last_seen_us.max(k.connected_since_us) } else { k.last_seen_us },
+            })
+        })
+        .collect();
+    Json(json!({ "workers": list }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskQuery {
+    id: Option<String>,
+    queue: Option<String>,
+    task: Option<String>,
+    worker: Option<String>,
+    status: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+fn parse_limit(s: Option<&str>, default: usize) -> Result<usize, ApiError> {
+    match s {
+        None => Ok(default),
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| ApiError::bad_request(format!("limit must be 1 to {MAX_PAGE}"))),
+    }
+}
+
+/// A time as milliseconds since the epoch, or RFC 3339; in microseconds.
+fn parse_time(field: &str, s: &str) -> Result<u64, ApiError> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .ok()
+            .and_then(|ms| ms.checked_mul(1000))
+            .ok_or_else(|| ApiError::bad_request(format!("{field} is out of range")));
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
+        ApiError::bad_request(format!(
+            "{field} must be milliseconds since the epoch or an RFC 3339 time (2026-11-28T10:00:00Z)"
+        ))
+    })?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64))
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+async fn tasks(
+    _: Caller,
+    State(state): State<HttpState>,
+    query: Result<Query<TaskQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let history = state
+        .ctx
+        .history
+        .clone()
+        .ok_or_else(ApiError::history_disabled)?;
+    let status = match non_empty(q.status) {
+        None => None,
+        Some(s) => Some(TaskState::parse(&s).ok_or_else(|| {
+            let all: Vec<&str> = TaskState::ALL.iter().map(|t| t.as_str()).collect();
+            ApiError::bad_request(format!("status must be one of {}", all.join(", ")))
+        })?),
+    };
+    let since_us = non_empty(q.since)
+        .map(|s| parse_time("since", &s))
+        .transpose()?;
+    let until_us = non_empty(q.until)
+        .map(|s| parse_time("until", &s))
+        .transpose()?;
+    if let (Some(a), Some(b)) = (since_us, until_us)
+        && a > b
+    {
+        return Err(ApiError::bad_request("since is after until"));
+    }
+    let cursor = match non_empty(q.cursor) {
+        None => None,
+        Some(c) => Some(
+            unhex(&c).ok_or_else(|| ApiError::bad_request("cursor is not one this API gave"))?,
+        ),
+    };
+    let filter = TaskFilter {
+        id: non_empty(q.id),
+        queue: non_empty(q.queue),
+        task: non_empty(q.task),
+        worker: non_empty(q.worker),
+        status,
+        since_us,
+        until_us,
+        cursor,
+        limit: parse_limit(q.limit.as_deref(), DEFAULT_PAGE)?,
+    };
+    // A search reads up to MAX_SCAN entries from disk: off the async threads.
+    let started = Instant::now();
+    let page = tokio::task::spawn_blocking(move || history.search(&filter))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut v = serde_json::to_value(&page).map_err(|e| ApiError::internal(e.to_string()))?;
+    v["max_scan"] = json!(MAX_SCAN);
+    v["took_ms"] = json!(started.elapsed().as_secs_f64() * 1000.0);
+    Ok(Json(v).into_response())
+}
+
+async fn task(_: Caller, State(state): State<HttpState>, Path(id): Path<String>) -> ApiResult {
+    let history = state
+        .ctx
+        .history
+        .as_ref()
+        .ok_or_else(ApiError::history_disabled)?;
+    let record = history
+        .get(&id)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found(format!("no task `{id}` in the history")))?;
+    Ok(Json(record.to_json()).into_response())
+}
+
+async fn revoke(
+    Admin(caller): Admin,
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let out = match state.ctx.dispatcher.revoke(&id) {
+        Ok(out) => out,
+        Err(ActionError::NotFound(_)) => {
+            let known = state
+                .ctx
+                .history
+                .as_ref()
+                .and_then(|h| h.get(&id).ok().flatten());
+            return Err(match known {
+                Some(r) => ApiError::conflict(format!(
+                    "task `{id}` is already {}; only waiting tasks can be revoked",
+                    r.summary.status.as_str()
+                )),
+                None => ApiError::not_found(format!("no unfinished task `{id}`")),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(task_id = %id, user = ?caller.user, "task revoked through the API");
+    state.ctx.outbox.send_all(out).await;
+    Ok(Json(json!({"id": id, "status": "revoked"})).into_response())
+}
+
+async fn retry(
+    Admin(caller): Admin,
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let history = state
+        .ctx
+        .history
+        .as_ref()
+        .ok_or_else(ApiError::history_disabled)?;
+    let record = history
+        .get(&id)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found(format!("no task `{id}` in the history")))?;
+    let status = record.summary.status;
+    if !matches!(
+        status,
+        TaskState::Failure | TaskState::Expired | TaskState::Revoked
+    ) || state.ctx.dispatcher.is_unfinished(&id)
+    {
+        return Err(ApiError::conflict(format!(
+            "task `{id}` is {}; only failed, expired or revoked tasks can be retried",
+            if state.ctx.dispatcher.is_unfinished(&id) {
+                "unfinished"
+            } else {
+                status.as_str()
+            }
+        )));
+    }
+    let out = state
+        .ctx
+        .dispatcher
+        .resubmit(record.to_stored_task(), Instant::now())?;
+    tracing::info!(task_id = %id, user = ?caller.user, "task retried through the API");
+    state.ctx.outbox.send_all(out).await;
+    Ok(Json(json!({"id": id, "status": "queued"})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_documents_every_route_and_nothing_else() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented: Vec<(String, String)> = paths
+            .iter()
+            .flat_map(|(p, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|m| *m != "parameters")
+                    .map(move |m| (m.clone(), p.clone()))
+            })
+            .collect();
+        documented.sort();
+        let mut routes: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        routes.sort();
+        assert_eq!(documented, routes);
+        assert_eq!(doc["openapi"], "3.1.0");
+    }
+
+    #[test]
+    fn times_parse_as_ms_or_rfc3339() {
+        assert_eq!(parse_time("since", "1000").unwrap(), 1_000_000);
+        assert_eq!(
+            parse_time("since", "1970-01-01T00:00:01Z").unwrap(),
+            1_000_000
+        );
+        assert!(parse_time("since", "yesterday").is_err());
+        assert!(parse_time("since", "99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        assert_eq!(parse_limit(None, 50).unwrap(), 50);
+        assert_eq!(parse_limit(Some("1000"), 50).unwrap(), 1000);
+        assert!(parse_limit(Some("1001"), 50).is_err());
+        assert!(parse_limit(Some("0"), 50).is_err());
+        assert!(parse_limit(Some("x"), 50).is_err());
+    }
+}
