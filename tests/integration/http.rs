@@ -43,3 +43,45 @@ async fn metrics_carry_tasks_queues_workers_connections_and_latency() {
         assert!(body.contains(line), "missing {line:?} in\n{body}");
     }
 }
+
+/// Every metric the shipped Grafana dashboard queries is one /metrics serves.
+#[tokio::test]
+async fn the_grafana_dashboard_queries_only_served_metrics() {
+    let broker = TestBroker::start().await;
+    let (_w, _) = spawn_worker(&broker.url(), "grafana-w", "g", 1, "g", |_| async {
+        Ok(json!(1))
+    });
+    wait_consumers(&broker, "g", 1).await;
+    let client = Client::connect(&broker.url()).await.unwrap();
+    client.call("g", TaskRequest::default(), WAIT).await.unwrap();
+    // Per-queue and per-worker series appear once the recorder has the task.
+    eventually("the recorder's figures", || async {
+        broker.http_get("/metrics").await.1.contains("swarmq_worker_tasks_total{")
+    })
+    .await;
+    let (_, body) = broker.http_get("/metrics").await;
+    let served: std::collections::HashSet<&str> = body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/grafana-dashboard.json")).unwrap();
+    let mut queried = 0;
+    for panel in doc["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("swarmq_") {
+                    queried += 1;
+                    assert!(
+                        served.contains(word),
+                        "{word} (panel {}) is not on /metrics",
+                        panel["title"]
+                    );
+                }
+            }
+        }
+    }
+    assert!(queried >= 15);
+}
