@@ -531,8 +531,14 @@ fn parse_limit(s: Option<&str>, default: usize) -> Result<usize, ApiError> {
     }
 }
 
-/// A time as milliseconds since the epoch, or RFC 3339; in microseconds.
+/// A time as milliseconds since the epoch, or RFC 3339 (with `Z` or a
+/// `±HH:MM` offset); in microseconds, times before the epoch as 0.
 fn parse_time(field: &str, s: &str) -> Result<u64, ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "{field} must be milliseconds since the epoch or an RFC 3339 time (2026-11-28T10:00:00Z)"
+        ))
+    };
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s
             .parse::<u64>()
@@ -540,13 +546,44 @@ fn parse_time(field: &str, s: &str) -> Result<u64, ApiError> {
             .and_then(|ms| ms.checked_mul(1000))
             .ok_or_else(|| ApiError::bad_request(format!("{field} is out of range")));
     }
-    let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
-        ApiError::bad_request(format!(
-            "{field} must be milliseconds since the epoch or an RFC 3339 time (2026-11-28T10:00:00Z)"
-        ))
-    })?;
-    Ok(t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64))
+    // humantime reads UTC (`Z`) only: take a numeric offset off and apply it.
+    let (utc, offset_s) = match s
+        .len()
+        .checked_sub(6)
+        .and_then(|i| s.get(i..).map(|o| (i, o)))
+    {
+        Some((i, o)) if matches!(o.as_bytes()[0], b'+' | b'-') && o.as_bytes()[3] == b':' => {
+            let h: i64 = o.get(1..3).and_then(|h| h.parse().ok()).ok_or_else(bad)?;
+            let m: i64 = o.get(4..6).and_then(|m| m.parse().ok()).ok_or_else(bad)?;
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            (format!("{}Z", &s[..i]), sign * (h * 3600 + m * 60))
+        }
+        _ => (s.to_string(), 0),
+    };
+    // humantime also stops at 1970: an earlier year (valid RFC 3339) is
+    // checked with 1970 in its place and then means "from the start".
+    if let Some(year) = utc.get(..4).and_then(|y| y.parse::<u32>().ok())
+        && year < 1970
+    {
+        humantime::parse_rfc3339_weak(&format!("1970{}", &utc[4..])).map_err(|_| bad())?;
+        return Ok(0);
+    }
+    let t = humantime::parse_rfc3339_weak(&utc).map_err(|_| bad())?;
+    let us = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_micros() as i128,
+        Err(e) => -(e.duration().as_micros() as i128),
+    };
+    // Local time = UTC + offset, so UTC = local - offset.
+    let us = us - i128::from(offset_s) * 1_000_000;
+    Ok(u64::try_from(us.max(0)).unwrap_or(u64::MAX))
+}
+
+/// A typed filter given as `name=` (empty) is a mistake, not "any".
+fn typed(field: &str, v: Option<String>) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(s) if s.is_empty() => Err(ApiError::bad_request(format!("{field} is empty"))),
+        other => Ok(other),
+    }
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -564,17 +601,17 @@ async fn tasks(
         .history
         .clone()
         .ok_or_else(ApiError::history_disabled)?;
-    let status = match non_empty(q.status) {
+    let status = match typed("status", q.status)? {
         None => None,
         Some(s) => Some(TaskState::parse(&s).ok_or_else(|| {
             let all: Vec<&str> = TaskState::ALL.iter().map(|t| t.as_str()).collect();
             ApiError::bad_request(format!("status must be one of {}", all.join(", ")))
         })?),
     };
-    let since_us = non_empty(q.since)
+    let since_us = typed("since", q.since)?
         .map(|s| parse_time("since", &s))
         .transpose()?;
-    let until_us = non_empty(q.until)
+    let until_us = typed("until", q.until)?
         .map(|s| parse_time("until", &s))
         .transpose()?;
     if let (Some(a), Some(b)) = (since_us, until_us)
@@ -582,7 +619,7 @@ async fn tasks(
     {
         return Err(ApiError::bad_request("since is after until"));
     }
-    let cursor = match non_empty(q.cursor) {
+    let cursor = match typed("cursor", q.cursor)? {
         None => None,
         Some(c) => Some(
             unhex(&c).ok_or_else(|| ApiError::bad_request("cursor is not one this API gave"))?,
@@ -725,6 +762,13 @@ mod tests {
             parse_time("since", "1970-01-01T00:00:01Z").unwrap(),
             1_000_000
         );
+        assert_eq!(
+            parse_time("since", "1970-01-01T01:00:01+01:00").unwrap(),
+            1_000_000
+        );
+        assert_eq!(parse_time("since", "0361-01-09T19:01:08-01:24").unwrap(), 0);
+        assert!(parse_time("since", "2026-01-01T00:00:00+0x:00").is_err());
+        assert!(parse_time("since", "1969-13-01T00:00:00Z").is_err());
         assert!(parse_time("since", "yesterday").is_err());
         assert!(parse_time("since", "99999999999999999999").is_err());
     }

@@ -291,6 +291,8 @@ async fn bad_input_gets_400_404_with_a_json_error() {
         "/tasks?since=yesterday",
         "/tasks?since=2000&until=1000",
         "/tasks?cursor=zz",
+        "/tasks?until=",
+        "/tasks?status=",
         "/tasks?cursor=0011",
         "/tasks?colour=red",
         "/series?minutes=0",

@@ -53,10 +53,17 @@ async fn the_grafana_dashboard_queries_only_served_metrics() {
     });
     wait_consumers(&broker, "g", 1).await;
     let client = Client::connect(&broker.url()).await.unwrap();
-    client.call("g", TaskRequest::default(), WAIT).await.unwrap();
+    client
+        .call("g", TaskRequest::default(), WAIT)
+        .await
+        .unwrap();
     // Per-queue and per-worker series appear once the recorder has the task.
     eventually("the recorder's figures", || async {
-        broker.http_get("/metrics").await.1.contains("swarmq_worker_tasks_total{")
+        broker
+            .http_get("/metrics")
+            .await
+            .1
+            .contains("swarmq_worker_tasks_total{")
     })
     .await;
     let (_, body) = broker.http_get("/metrics").await;
