@@ -4,7 +4,8 @@
 #   1. the producer container prints the original word-count top 5;
 #   2. workers scaled from 4 to 8 mid-run take tasks;
 #   3. a worker killed mid-run (docker kill) loses no task: every task completes once;
-#   4. tasks queued while no worker runs survive a kill -9 of the broker container;
+#   4. tasks queued while no worker runs survive a kill -9 of the broker container,
+#      and so does the dashboard's task history;
 #   5. simulated devices (profile "devices") get their tasks done;
 #   6. where swarm mode works, docker-stack.yml deploys and runs the word count.
 # Tears everything down at the end, pass or fail.
@@ -96,6 +97,12 @@ wait_for "broker back with 50 queued tasks" 'test "$(metric "$WAITING")" = 50'
 compose start worker >/dev/null 2>&1
 wait_for "the 50 tasks done after the restart" 'test "$(metric "$SUCCESS")" = 50'
 ok "50 queued tasks survived kill -9 of the broker container and ran after it"
+# The dashboard's history lives in the same volume: it kept the earlier runs.
+wait_for "restart-7 in the history" 'test "$(curl -fsS "$HTTP/api/v1/tasks/restart-7" | jq -r .status)" = success'
+retained=$(curl -fsS "$HTTP/api/v1/overview" | jq .history.retained)
+[ "$retained" -ge 210000 ] || fail "history kept $retained tasks across the kill, expected the earlier runs' 210,000+"
+curl -fsS "$HTTP/" | grep -q 'src="/app.js"' || fail "no dashboard at $HTTP/"
+ok "dashboard served; its history ($retained tasks) survived kill -9 of the broker container"
 
 # 5. Simulated devices (compose profile "devices") submit at their rate and get results.
 before=$(metric "$SUCCESS")
