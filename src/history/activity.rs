@@ -296,26 +296,24 @@ impl Activity {
             HashMap::new(),
         );
         let (prev, prev_counts) = previous.as_ref().unwrap_or(&start);
-        {
-            let secs = (now_ms.saturating_sub(prev.at_ms) as f64 / 1000.0).max(0.001);
-            let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / secs;
-            point.submitted_per_s = rate(totals.submitted, prev.submitted);
-            point.completed_per_s = rate(totals.completed, prev.completed);
-            point.failed_per_s = rate(totals.failed, prev.failed);
-            point.redelivered_per_s = rate(totals.redelivered, prev.redelivered);
-            let mut rates = lock(&self.rates);
-            rates.clear();
-            for (name, c) in &counts {
-                let p = prev_counts.get(name).copied().unwrap_or_default();
-                rates.insert(
-                    name.clone(),
-                    QueueRates {
-                        submitted_per_s: rate(c.submitted, p.submitted),
-                        completed_per_s: rate(c.completed, p.completed),
-                        failed_per_s: rate(c.failed, p.failed),
-                    },
-                );
-            }
+        let secs = (now_ms.saturating_sub(prev.at_ms) as f64 / 1000.0).max(0.001);
+        let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / secs;
+        point.submitted_per_s = rate(totals.submitted, prev.submitted);
+        point.completed_per_s = rate(totals.completed, prev.completed);
+        point.failed_per_s = rate(totals.failed, prev.failed);
+        point.redelivered_per_s = rate(totals.redelivered, prev.redelivered);
+        let mut rates = lock(&self.rates);
+        rates.clear();
+        for (name, c) in &counts {
+            let p = prev_counts.get(name).copied().unwrap_or_default();
+            rates.insert(
+                name.clone(),
+                QueueRates {
+                    submitted_per_s: rate(c.submitted, p.submitted),
+                    completed_per_s: rate(c.completed, p.completed),
+                    failed_per_s: rate(c.failed, p.failed),
+                },
+            );
         }
         *previous = Some((totals, counts));
         let mut series = lock(&self.series);

@@ -232,9 +232,11 @@ async fn login(
         ));
     }
     let name = req.username.clone();
+    let permit = state.ctx.auth.check_permit().await;
     let outcome = tokio::task::spawn_blocking(move || auth.login(&req.username, &req.password))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    drop(permit);
     let Some((token, role)) = outcome else {
         tracing::warn!(user = %name, "failed login");
         return Err(ApiError::new(

@@ -19,6 +19,11 @@ use dashmap::DashMap;
 
 use crate::settings::{AuthSettings, Role};
 
+/// Password checks running at once. argon2 takes ~20 MiB and tens of
+/// milliseconds per check by design; a flood of logins waits in line instead
+/// of taking every core from the broker.
+const CONCURRENT_CHECKS: usize = 2;
+
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "swarmq_session";
 
@@ -59,6 +64,7 @@ pub struct Auth {
     /// Checked when the user name is unknown, so a wrong name costs the same
     /// time as a wrong password and names cannot be probed.
     decoy_hash: String,
+    checks: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Auth {
@@ -102,6 +108,7 @@ impl Auth {
             ttl: Duration::from_secs(settings.session_ttl_secs),
             cookie_secure: settings.cookie_secure,
             decoy_hash,
+            checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
         })
     }
 
@@ -115,8 +122,14 @@ impl Auth {
         self.ttl
     }
 
-    /// Checks a password (slow: call from a blocking thread) and opens a
-    /// session. Returns the token and the user's role.
+    /// Waits for a turn to check a password; hold the permit while checking.
+    pub async fn check_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.checks.acquire().await.ok()
+    }
+
+    /// Checks a password (slow: call from a blocking thread, holding a
+    /// [`Auth::check_permit`]) and opens a session. Returns the token and the
+    /// user's role.
     pub fn login(&self, name: &str, password: &str) -> Option<(String, Role)> {
         let (hash, role) = match self.users.get(name) {
             Some(u) => (u.hash.as_str(), Some(u.role)),

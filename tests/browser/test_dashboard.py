@@ -165,6 +165,7 @@ class Dashboard(unittest.TestCase):
     def shot(self, name):
         if SHOTS:
             Path(SHOTS).mkdir(parents=True, exist_ok=True)
+            self.driver.execute_script("window.scrollTo(0, 0)")
             self.driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))
 
     def metric(self, key):
