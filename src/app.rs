@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::dispatch::{DispatchError, Dispatcher, now_us};
-use crate::history::{Activity, HistoryError, HistoryStore, Recorder, SERIES_IN_MEMORY};
+use crate::history::{
+    Activity, HistoryError, HistoryStore, MAX_BACKLOG, Recorder, SERIES_IN_MEMORY,
+};
 use crate::http::{Auth, AuthError, HttpContext, HttpServer};
 use crate::metrics::Metrics;
 use crate::mqtt::{BrokerError, EmbeddedBroker};
@@ -121,7 +123,7 @@ impl App {
                 }
             }
         }
-        let (sink, events, backlog) = Recorder::channel();
+        let (sink, events, backlog) = Recorder::channel(MAX_BACKLOG);
         dispatcher.attach_events(sink);
         let recorder = Recorder::spawn(
             events,

@@ -46,6 +46,8 @@ pub const WORKERS_KNOWN: &str = "swarmq_workers_known";
 pub const HISTORY_TASKS: &str = "swarmq_history_tasks";
 /// Task events sent to the history recorder and not yet written.
 pub const HISTORY_BACKLOG: &str = "swarmq_history_backlog";
+/// Task events dropped because the history fell too far behind.
+pub const HISTORY_DROPPED: &str = "swarmq_history_events_dropped_total";
 
 /// Per-queue and per-worker figures kept by the history recorder, for rendering.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +60,8 @@ pub struct ActivityView {
     pub history_tasks: Option<u64>,
     /// Events not yet recorded.
     pub history_backlog: u64,
+    /// Events dropped because the backlog was full.
+    pub history_dropped: u64,
 }
 
 /// Why a submission was refused; the label of [`TASKS_REJECTED`].
@@ -284,6 +288,12 @@ impl Metrics {
             "Task events not yet written to the history.",
         );
         let _ = writeln!(out, "{HISTORY_BACKLOG} {}", view.history_backlog);
+        counter(
+            out,
+            HISTORY_DROPPED,
+            "Task events dropped because the history fell too far behind.",
+        );
+        let _ = writeln!(out, "{HISTORY_DROPPED} {}", view.history_dropped);
     }
 
     /// Renders everything in the Prometheus text exposition format.

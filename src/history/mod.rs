@@ -17,7 +17,7 @@ mod store;
 
 pub(crate) use activity::SERIES_IN_MEMORY;
 pub use activity::{Activity, QueueRates, SeriesPoint, WorkerInfo};
-pub use recorder::{EventSink, RECORD_INTERVAL, Recorder};
+pub use recorder::{Backlog, EventSink, MAX_BACKLOG, RECORD_INTERVAL, Recorder};
 pub use store::{HistoryError, HistoryStore, TaskFilter, TaskPage, WeakHistoryStore};
 pub(crate) use store::{MAX_SCAN, hex as hex_string, unhex};
 
@@ -43,7 +43,8 @@ pub enum TaskState {
     Expired,
     /// An operator revoked it, or purged its queue.
     Revoked,
-    /// Refused at submission (kept only when it carried an id).
+    /// Refused at submission. Not recorded today (rejections are logged and
+    /// counted); kept so the API's list of states is stable.
     Rejected,
 }
 

@@ -29,18 +29,57 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(10);
 /// Most events folded into one write batch.
 const MAX_BATCH: usize = 50_000;
 
+/// Most events waiting for the recorder (~100 bytes each). Beyond it, when
+/// the disk cannot keep up, events are dropped and counted rather than
+/// letting the broker's memory grow or slowing the publish path: the history
+/// is an observation, tasks never depend on it.
+pub const MAX_BACKLOG: u64 = 500_000;
+
+/// Events waiting for the recorder, and events dropped because too many were.
+#[derive(Debug)]
+pub struct Backlog {
+    pending: AtomicU64,
+    dropped: AtomicU64,
+    limit: u64,
+}
+
+impl Backlog {
+    /// Events sent and not yet recorded.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Events dropped since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
 /// The dispatcher's end of the event channel. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventSink {
     tx: Sender<TaskEvent>,
-    backlog: Arc<AtomicU64>,
+    backlog: Arc<Backlog>,
 }
 
 impl EventSink {
-    /// Queues an event for the recorder. Never blocks.
+    /// Queues an event for the recorder. Never blocks; drops the event when
+    /// the backlog is full.
     pub fn send(&self, event: TaskEvent) {
+        let b = &self.backlog;
+        if b.pending.load(Ordering::Relaxed) >= b.limit {
+            let n = b.dropped.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() || n == 0 {
+                tracing::warn!(
+                    dropped = n + 1,
+                    backlog = b.limit,
+                    "task history falls behind; dropping history events (tasks are unaffected)"
+                );
+            }
+            return;
+        }
         if self.tx.send(event).is_ok() {
-            self.backlog.fetch_add(1, Ordering::Relaxed);
+            b.pending.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -51,7 +90,7 @@ impl EventSink {
 pub struct Recorder {
     handle: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
-    backlog: Arc<AtomicU64>,
+    backlog: Arc<Backlog>,
 }
 
 /// What the recorder thread owns.
@@ -62,15 +101,19 @@ struct Worker {
     dispatcher: Dispatcher,
     settings: HistorySettings,
     stop: Arc<AtomicBool>,
-    backlog: Arc<AtomicU64>,
+    backlog: Arc<Backlog>,
 }
 
 impl Recorder {
-    /// A new event channel: the sink goes to the dispatcher, the receiver to
-    /// [`Recorder::spawn`].
-    pub fn channel() -> (EventSink, Receiver<TaskEvent>, Arc<AtomicU64>) {
+    /// A new event channel holding at most `limit` events: the sink goes to
+    /// the dispatcher, the receiver to [`Recorder::spawn`].
+    pub fn channel(limit: u64) -> (EventSink, Receiver<TaskEvent>, Arc<Backlog>) {
         let (tx, rx) = channel();
-        let backlog = Arc::new(AtomicU64::new(0));
+        let backlog = Arc::new(Backlog {
+            pending: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            limit,
+        });
         (
             EventSink {
                 tx,
@@ -89,7 +132,7 @@ impl Recorder {
     /// Fails when the OS refuses a thread.
     pub fn spawn(
         rx: Receiver<TaskEvent>,
-        backlog: Arc<AtomicU64>,
+        backlog: Arc<Backlog>,
         store: Option<HistoryStore>,
         activity: Arc<Activity>,
         dispatcher: Dispatcher,
@@ -115,9 +158,9 @@ impl Recorder {
         })
     }
 
-    /// Events sent and not yet recorded.
-    pub fn backlog(&self) -> u64 {
-        self.backlog.load(Ordering::Relaxed)
+    /// The channel's backlog.
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
     }
 
     /// Records what is queued, flushes, and ends the thread.
@@ -169,6 +212,7 @@ impl Worker {
                 }
                 self.record(&batch);
                 self.backlog
+                    .pending
                     .fetch_sub(batch.len() as u64, Ordering::Relaxed);
                 batch.clear();
             }
@@ -252,5 +296,28 @@ impl Worker {
         {
             tracing::error!(error = %e, "cannot flush the task history");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn left(id: &str) -> TaskEvent {
+        TaskEvent::WorkerLeft {
+            id: id.into(),
+            at_us: 1,
+        }
+    }
+
+    #[test]
+    fn a_full_backlog_drops_and_counts_instead_of_growing() {
+        let (sink, rx, backlog) = Recorder::channel(2);
+        for i in 0..5 {
+            sink.send(left(&i.to_string()));
+        }
+        assert_eq!((backlog.pending(), backlog.dropped()), (2, 3));
+        let kept: Vec<TaskEvent> = rx.try_iter().collect();
+        assert_eq!(kept.len(), 2);
     }
 }

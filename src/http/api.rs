@@ -317,6 +317,8 @@ fn overview_json(state: &HttpState) -> Value {
             "retained": ctx.history.as_ref().map(HistoryStore::retained),
             "max_tasks": s.max_tasks,
             "max_age_secs": s.max_age_secs,
+            "backlog": ctx.history_backlog.pending(),
+            "events_dropped": ctx.history_backlog.dropped(),
         },
     })
 }

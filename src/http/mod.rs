@@ -11,7 +11,7 @@ pub mod auth;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
-use crate::history::{Activity, HistoryStore};
+use crate::history::{Activity, Backlog, HistoryStore};
 use crate::metrics::{ActivityView, Metrics};
 use crate::mqtt::Outbox;
 use crate::settings::Settings;
@@ -43,7 +43,7 @@ pub struct HttpContext {
     /// Publishes the results of operator actions.
     pub outbox: Outbox,
     /// Events not yet recorded in the history.
-    pub history_backlog: Arc<AtomicU64>,
+    pub history_backlog: Arc<Backlog>,
     /// The settings the broker runs with.
     pub settings: Settings,
     /// When the broker started.
@@ -169,7 +169,8 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
             .map(|w| (w.id, w.online, w.completed, w.failed))
             .collect(),
         history_tasks: ctx.history.as_ref().map(HistoryStore::retained),
-        history_backlog: ctx.history_backlog.load(Ordering::Relaxed),
+        history_backlog: ctx.history_backlog.pending(),
+        history_dropped: ctx.history_backlog.dropped(),
     };
     Metrics::render_activity(&mut body, &view);
     (
