@@ -302,6 +302,28 @@ class Dashboard(unittest.TestCase):
         eventually("workers remembered",
                    lambda: self.text('#workers-table tr[data-worker="browser-victim"] [data-col="state"]') == "offline")
 
+    def test_8_the_open_development_profile_says_so(self):
+        http_port = free_port()
+        with tempfile.TemporaryDirectory() as data:
+            proc = subprocess.Popen(
+                [BIN / "swarmq", "serve", "--mqtt-listen", "127.0.0.1:0",
+                 "--http-listen", f"127.0.0.1:{http_port}", "--data-dir", data],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                eventually("open broker health", lambda: subprocess.run(
+                    [BIN / "swarmq", "healthcheck", "--http", f"127.0.0.1:{http_port}"],
+                    capture_output=True).returncode == 0)
+                self.driver.get(f"http://127.0.0.1:{http_port}/")
+                banner = eventually("the open-access banner",
+                                    lambda: self.driver.find_element(By.ID, "open-banner").is_displayed()
+                                    and self.driver.find_element(By.ID, "open-banner"))
+                self.assertIn("Open access", banner.text)
+                self.assertIn("open access", self.text("#role"))
+                self.assertEqual(self.driver.find_elements(By.ID, "login-form"), [])
+            finally:
+                proc.terminate()
+                proc.wait(timeout=WAIT)
+
 
 if __name__ == "__main__":
     result = unittest.main(exit=False, verbosity=2).result
