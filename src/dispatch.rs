@@ -580,20 +580,11 @@ impl Dispatcher {
         let Some(w) = state.workers.get(worker) else {
             return;
         };
-        self.emit(|| {
-            let mut queues: Vec<String> = state
-                .queues
-                .iter()
-                .filter(|(_, q)| q.consumers.iter().any(|c| c == worker))
-                .map(|(n, _)| n.clone())
-                .collect();
-            queues.sort();
-            TaskEvent::WorkerSeen {
-                id: worker.to_string(),
-                capacity: w.capacity,
-                queues,
-                at_us: now_us(),
-            }
+        self.emit(|| TaskEvent::WorkerSeen {
+            id: worker.to_string(),
+            capacity: w.capacity,
+            queues: queues_of(state, worker),
+            at_us: now_us(),
         });
     }
 
@@ -927,20 +918,11 @@ impl Dispatcher {
         let mut v: Vec<WorkerSnapshot> = state
             .workers
             .iter()
-            .map(|(id, w)| {
-                let mut queues: Vec<String> = state
-                    .queues
-                    .iter()
-                    .filter(|(_, q)| q.consumers.iter().any(|c| c == id))
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                queues.sort();
-                WorkerSnapshot {
-                    id: id.clone(),
-                    capacity: w.capacity,
-                    in_flight: w.in_flight.len(),
-                    queues,
-                }
+            .map(|(id, w)| WorkerSnapshot {
+                id: id.clone(),
+                capacity: w.capacity,
+                in_flight: w.in_flight.len(),
+                queues: queues_of(&state, id),
             })
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
@@ -1332,6 +1314,18 @@ impl Queue {
             expiring: 0,
         }
     }
+}
+
+/// The queues `worker` consumes, sorted.
+fn queues_of(state: &State, worker: &str) -> Vec<String> {
+    let mut queues: Vec<String> = state
+        .queues
+        .iter()
+        .filter(|(_, q)| q.consumers.iter().any(|c| c == worker))
+        .map(|(n, _)| n.clone())
+        .collect();
+    queues.sort();
+    queues
 }
 
 /// The consumer of `queue` with the most free slots, if any has one. Ties go

@@ -27,7 +27,9 @@ use swarmq_worker::wire::Status;
 use super::HttpState;
 use super::auth::{Caller, SESSION_COOKIE};
 use crate::dispatch::{ActionError, now_us};
-use crate::history::{HistoryStore, MAX_SCAN, SERIES_IN_MEMORY, TaskFilter, TaskState, unhex};
+use crate::history::{
+    HistoryStore, MAX_SCAN, SERIES_IN_MEMORY, TaskFilter, TaskRecord, TaskState, unhex,
+};
 use crate::settings::Role;
 
 /// The OpenAPI document, served verbatim.
@@ -652,16 +654,21 @@ async fn tasks(
     Ok(Json(v).into_response())
 }
 
-async fn task(_: Caller, State(state): State<HttpState>, Path(id): Path<String>) -> ApiResult {
+/// Task `id` from the history: 503 when it is disabled, 404 when unknown.
+fn history_record(state: &HttpState, id: &str) -> Result<TaskRecord, ApiError> {
     let history = state
         .ctx
         .history
         .as_ref()
         .ok_or_else(ApiError::history_disabled)?;
-    let record = history
-        .get(&id)
+    history
+        .get(id)
         .map_err(|e| ApiError::internal(e.to_string()))?
-        .ok_or_else(|| ApiError::not_found(format!("no task `{id}` in the history")))?;
+        .ok_or_else(|| ApiError::not_found(format!("no task `{id}` in the history")))
+}
+
+async fn task(_: Caller, State(state): State<HttpState>, Path(id): Path<String>) -> ApiResult {
+    let record = history_record(&state, &id)?;
     Ok(Json(record.to_json()).into_response())
 }
 
@@ -698,15 +705,7 @@ async fn retry(
     State(state): State<HttpState>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let history = state
-        .ctx
-        .history
-        .as_ref()
-        .ok_or_else(ApiError::history_disabled)?;
-    let record = history
-        .get(&id)
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .ok_or_else(|| ApiError::not_found(format!("no task `{id}` in the history")))?;
+    let record = history_record(&state, &id)?;
     let status = record.summary.status;
     if !matches!(
         status,
