@@ -357,8 +357,21 @@ impl Dispatcher {
                       message: String,
                       reply: Option<&ReplyTo>,
                       id: Option<String>| {
-            metrics.task_rejected(reason);
             tracing::warn!(queue = sub.queue, reason = reason.as_str(), error = %message, "task rejected");
+            // A refused task with an id is kept in the history, so whoever
+            // looks it up learns why (the history never overwrites a real
+            // task's record with a rejection). Sent before the count, so a
+            // count seen means the event is on its way.
+            if let Some(id) = &id {
+                self.emit(|| TaskEvent::Rejected {
+                    id: id.clone(),
+                    queue: sub.queue.to_string(),
+                    error: message.clone(),
+                    reply: reply.cloned(),
+                    at_us: now_us(),
+                });
+            }
+            metrics.task_rejected(reason);
             let reply = reply.map(|r| {
                 reply_message(
                     r,

@@ -156,7 +156,7 @@ impl Activity {
                         w.last_seen_us = *at_us;
                     }
                 }
-                TaskEvent::Requeued { .. } => {}
+                TaskEvent::Requeued { .. } | TaskEvent::Rejected { .. } => {}
                 TaskEvent::Finished {
                     queue,
                     status,

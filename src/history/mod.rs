@@ -43,8 +43,8 @@ pub enum TaskState {
     Expired,
     /// An operator revoked it, or purged its queue.
     Revoked,
-    /// Refused at submission. Not recorded today (rejections are logged and
-    /// counted); kept so the API's list of states is stable.
+    /// Refused at submission (recorded when the submission carried an id
+    /// that the history does not already hold).
     Rejected,
 }
 
@@ -179,6 +179,36 @@ impl TaskRecord {
         }
     }
 
+    /// A record for a submission refused with `error`.
+    pub fn rejected(
+        id: &str,
+        queue: &str,
+        error: &str,
+        reply: Option<ReplyTo>,
+        at_us: u64,
+    ) -> TaskRecord {
+        TaskRecord {
+            summary: TaskSummary {
+                id: id.to_string(),
+                queue: queue.to_string(),
+                task: String::new(),
+                status: TaskState::Rejected,
+                worker: None,
+                attempts: 0,
+                submitted_at_us: at_us,
+                started_at_us: None,
+                finished_at_us: Some(at_us),
+            },
+            args: Vec::new(),
+            kwargs: Map::new(),
+            reply,
+            user_properties: Vec::new(),
+            expires_at_us: None,
+            result: None,
+            error: Some(error.to_string()),
+        }
+    }
+
     /// The task as it can be submitted again (retry).
     pub fn to_stored_task(&self) -> StoredTask {
         StoredTask {
@@ -293,6 +323,19 @@ pub enum TaskEvent {
         at_us: u64,
         /// Submission to result.
         latency_us: u64,
+    },
+    /// A submission with an id was refused.
+    Rejected {
+        /// Task id.
+        id: String,
+        /// The queue named in the topic (possibly invalid).
+        queue: String,
+        /// Why.
+        error: String,
+        /// Where the requester wanted the result.
+        reply: Option<ReplyTo>,
+        /// When.
+        at_us: u64,
     },
     /// A worker subscribed to task queues (or changed its subscriptions).
     WorkerSeen {

@@ -263,6 +263,26 @@ impl HistoryStore {
                         p.record.error.clone_from(error);
                     }
                 }
+                TaskEvent::Rejected {
+                    id,
+                    queue,
+                    error,
+                    reply,
+                    at_us,
+                } => {
+                    // Never overwrite a real task's record with a refused
+                    // resubmission of its id.
+                    if pending.contains_key(id) || self.get(id)?.is_some() {
+                        continue;
+                    }
+                    pending.insert(
+                        id.clone(),
+                        Pending {
+                            record: TaskRecord::rejected(id, queue, error, reply.clone(), *at_us),
+                            stored_at_us: None,
+                        },
+                    );
+                }
                 TaskEvent::WorkerSeen { .. } | TaskEvent::WorkerLeft { .. } => {}
             }
         }

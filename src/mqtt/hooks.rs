@@ -125,7 +125,7 @@ impl Live {
 
     /// Answers a history fetch on the requester's reply topic: the task's
     /// record as `GET /api/v1/tasks/{id}` gives it, or a `status` of
-    /// `unknown` (no such task) or `rejected` (a malformed request).
+    /// `unknown` (no such task) or `invalid_request` (a malformed request).
     async fn on_history_get(&self, publish: &rmqtt::types::Publish) {
         let props = publish.properties.as_ref();
         let json: Option<Value> = serde_json::from_slice(&publish.payload).ok();
@@ -146,7 +146,7 @@ impl Live {
         let id = field("id");
         let mut answer = match (&id, &self.history) {
             (None, _) => {
-                json!({"status": "rejected", "error": "a history request is a JSON object with a string `id`"})
+                json!({"status": "invalid_request", "error": "a history request is a JSON object with a string `id`"})
             }
             (Some(_), None) => {
                 json!({"id": id, "status": "unknown", "error": "the task history is disabled on this broker"})

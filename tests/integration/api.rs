@@ -725,7 +725,7 @@ async fn a_result_can_be_fetched_later_over_mqtt() {
         )
         .await;
     let a: Value = serde_json::from_slice(&device.next_publish().await.payload).unwrap();
-    assert_eq!(a["status"], "rejected");
+    assert_eq!(a["status"], "invalid_request");
 }
 
 #[tokio::test]
@@ -765,4 +765,59 @@ async fn metrics_carry_the_dashboard_figures() {
         expected.iter().all(|l| body.contains(l))
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_refused_task_with_an_id_is_kept_with_its_reason_and_never_overwrites_a_real_one() {
+    let broker = TestBroker::start().await;
+    let (_w, _) = spawn_worker(&broker.url(), "rej-w", "rq", 1, "echo", |_| async {
+        Ok(json!("ran"))
+    });
+    wait_consumers(&broker, "rq", 1).await;
+    let device = V4Peer::connect(broker.mqtt, "rej-device").await;
+    device
+        .publish(
+            "tasks/rq",
+            json!({"id": "bad-1", "args": "not a list"}).to_string(),
+        )
+        .await;
+    device
+        .publish(
+            "tasks/rq",
+            json!({"id": "good-1", "task": "echo"}).to_string(),
+        )
+        .await;
+    let api = Api::new(&broker);
+    let bad = api
+        .get_until("/tasks/bad-1", |v| v["status"] == "rejected")
+        .await;
+    assert!(bad["error"].as_str().unwrap().contains("args"), "{bad}");
+    assert_eq!(bad["queue"], "rq");
+    api.get_until("/tasks/good-1", |v| v["status"] == "success")
+        .await;
+    // The same id again, malformed: refused, and good-1's record stays.
+    device
+        .publish(
+            "tasks/rq",
+            json!({"id": "good-1", "kwargs": [1]}).to_string(),
+        )
+        .await;
+    // Counted (so its event was sent), then nothing left for the recorder.
+    eventually("the second refusal recorded", || async {
+        let m = broker.http_get("/metrics").await.1;
+        m.contains("swarmq_tasks_rejected_total{reason=\"invalid_payload\"} 2\n")
+            && m.contains("swarmq_history_backlog 0\n")
+    })
+    .await;
+    let (_, good) = api.get("/tasks/good-1").await;
+    assert_eq!(good["status"], "success");
+    assert_eq!(good["result"], "ran");
+    let (_, rejected) = api.get("/tasks?status=rejected").await;
+    let ids: Vec<&str> = rejected["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["bad-1"]);
 }
