@@ -16,25 +16,9 @@ ROUNDS=${ROUNDS:-10}
 MAX_TASKS=${MAX_TASKS:-100000}
 TEXT=devices/word-count/text/gulliver.txt
 
-cargo build --release -q -p swarmq -p word-count
-BIN=target/release
-DATA=$(mktemp -d)
-LOG=$(mktemp)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DATA" "$LOG"; }
-trap cleanup EXIT
-
-SWARMQ__HISTORY__MAX_TASKS=$MAX_TASKS SWARMQ_LOG=info \
-  "$BIN/swarmq" serve --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$DATA" >"$LOG" 2>&1 &
-broker=$!; pids+=("$broker")
-for _ in $(seq 100); do grep -q 'listening' "$LOG" && break; sleep 0.1; done
-URL="mqtt://$(grep -o 'mqtt=[0-9.:]*' "$LOG" | head -1 | cut -d= -f2)"
-HTTP="http://$(grep -o 'http=[0-9.:]*' "$LOG" | head -1 | cut -d= -f2)"
-for i in 1 2; do
-  "$BIN/word-count" worker --url "$URL" --concurrency 64 --client-id "soak-worker-$i" 2>/dev/null &
-  pids+=("$!")
-done
-"$BIN/word-count" latency --url "$URL" --tasks 100 >/dev/null
+export SWARMQ__HISTORY__MAX_TASKS=$MAX_TASKS
+# shellcheck source=benches/common.sh
+. benches/common.sh
 
 kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$broker/status"; }
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; history.max_tasks = $MAX_TASKS"

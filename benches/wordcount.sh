@@ -16,24 +16,8 @@ RUNS=${RUNS:-3}
 CONCURRENCY=${CONCURRENCY:-64}
 TEXT=devices/word-count/text
 
-cargo build --release -q -p swarmq -p word-count
-BIN=target/release
-DATA=$(mktemp -d)
-LOG=$(mktemp)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DATA" "$LOG"; }
-trap cleanup EXIT
-
-SWARMQ_LOG=info TOKIO_WORKER_THREADS=${BROKER_THREADS:-2} "$BIN/swarmq" serve --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$DATA" >"$LOG" 2>&1 &
-broker=$!; pids+=("$broker")
-for _ in $(seq 100); do grep -q 'listening' "$LOG" && break; sleep 0.1; done
-ADDR=$(grep -o 'mqtt=[0-9.:]*' "$LOG" | head -1 | cut -d= -f2)
-URL="mqtt://$ADDR"
-for i in 1 2; do
-  "$BIN/word-count" worker --url "$URL" --concurrency "$CONCURRENCY" --client-id "bench-worker-$i" 2>/dev/null &
-  pids+=("$!")
-done
-workers=("${pids[@]:1}")
+# shellcheck source=benches/common.sh
+. benches/common.sh
 
 cpu() { # utime+stime of a pid, in seconds
   awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$1/stat"
@@ -42,8 +26,6 @@ cpu_all() { local s=0; for p in "$@"; do s=$(awk -v a="$s" -v b="$(cpu "$p")" 'B
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "swarmq $($BIN/swarmq --version | cut -d' ' -f2), 2 workers x concurrency $CONCURRENCY, broker at $URL"
-# Let both workers subscribe before the first run.
-"$BIN/word-count" latency --url "$URL" --tasks 100 >/dev/null
 
 run() { # label, args...
   local label=$1; shift
