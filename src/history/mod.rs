@@ -77,11 +77,6 @@ impl TaskState {
     pub fn parse(s: &str) -> Option<TaskState> {
         TaskState::ALL.into_iter().find(|t| t.as_str() == s)
     }
-
-    /// True once nothing more will happen to the task.
-    pub fn is_final(self) -> bool {
-        !matches!(self, TaskState::Queued | TaskState::Running)
-    }
 }
 
 impl From<Status> for TaskState {

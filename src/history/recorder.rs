@@ -90,7 +90,6 @@ impl EventSink {
 pub struct Recorder {
     handle: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
-    backlog: Arc<Backlog>,
 }
 
 /// What the recorder thread owns.
@@ -146,7 +145,7 @@ impl Recorder {
             dispatcher,
             settings,
             stop: stop.clone(),
-            backlog: backlog.clone(),
+            backlog,
         };
         let handle = std::thread::Builder::new()
             .name("swarmq-history".into())
@@ -154,13 +153,7 @@ impl Recorder {
         Ok(Recorder {
             handle: Some(handle),
             stop,
-            backlog,
         })
-    }
-
-    /// The channel's backlog.
-    pub fn backlog(&self) -> &Backlog {
-        &self.backlog
     }
 
     /// Records what is queued, flushes, and ends the thread.

@@ -707,14 +707,15 @@ async fn retry(
 ) -> ApiResult {
     let record = history_record(&state, &id)?;
     let status = record.summary.status;
-    if !matches!(
+    let unfinished = state.ctx.dispatcher.is_unfinished(&id);
+    let retryable = matches!(
         status,
         TaskState::Failure | TaskState::Expired | TaskState::Revoked
-    ) || state.ctx.dispatcher.is_unfinished(&id)
-    {
+    );
+    if unfinished || !retryable {
         return Err(ApiError::conflict(format!(
             "task `{id}` is {}; only failed, expired or revoked tasks can be retried",
-            if state.ctx.dispatcher.is_unfinished(&id) {
+            if unfinished {
                 "unfinished"
             } else {
                 status.as_str()
