@@ -13,7 +13,8 @@ FROM scratch
 COPY --chown=10001:10001 target/docker/rootfs/ /
 USER 10001:10001
 ENV SWARMQ_LOG=info
-EXPOSE 1883 8080
+# 8883 serves MQTT over TLS once a certificate is configured (docs/OPERATIONS.md).
+EXPOSE 1883 8883 8080
 VOLUME ["/data"]
 ENTRYPOINT []
 CMD ["swarmq", "serve", "--config", "/etc/swarmq/docker.toml"]

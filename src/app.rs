@@ -181,6 +181,11 @@ impl App {
         self.mqtt_addr
     }
 
+    /// The bound MQTT-over-TLS address, when a certificate is configured.
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.broker.tls_addr()
+    }
+
     /// The bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr

@@ -179,7 +179,12 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let app = App::build(settings).await.context("cannot start swarmq")?;
-    tracing::info!(mqtt = %app.mqtt_addr(), http = %app.http_addr(), "listening");
+    match app.mqtt_tls_addr() {
+        Some(tls) => {
+            tracing::info!(mqtt = %app.mqtt_addr(), mqtts = %tls, http = %app.http_addr(), "listening");
+        }
+        None => tracing::info!(mqtt = %app.mqtt_addr(), http = %app.http_addr(), "listening"),
+    }
     let token = CancellationToken::new();
     tokio::spawn(swarmq::shutdown::cancel_on_signal(token.clone()));
     app.run(token).await;

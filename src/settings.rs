@@ -116,6 +116,24 @@ pub struct MqttSettings {
     pub message_expiry_interval_secs: u64,
     /// TCP_NODELAY on accepted sockets.
     pub tcp_nodelay: bool,
+    /// Address of the TLS listener, served when a certificate is configured.
+    pub tls_listen: SocketAddr,
+    /// PEM certificate chain of the TLS listener (server certificate first).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the TLS listener.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl MqttSettings {
+    /// The TLS listener's certificate and key, when one is configured.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => None,
+        }
+    }
 }
 
 /// `[http]`: the HTTP endpoint.
@@ -307,6 +325,15 @@ impl Settings {
         };
         if self.mqtt.max_inflight == 0 {
             return invalid("mqtt.max_inflight", "must be at least 1");
+        }
+        match (&self.mqtt.tls_cert_file, &self.mqtt.tls_key_file) {
+            (Some(_), None) => {
+                return invalid("mqtt.tls_key_file", "is required with mqtt.tls_cert_file");
+            }
+            (None, Some(_)) => {
+                return invalid("mqtt.tls_cert_file", "is required with mqtt.tls_key_file");
+            }
+            _ => {}
         }
         if self.mqtt.max_packet_size_bytes < 1024 {
             return invalid("mqtt.max_packet_size_bytes", "must be at least 1024");

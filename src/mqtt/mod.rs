@@ -1,7 +1,8 @@
 //! [`EmbeddedBroker`]: the rmqtt MQTT broker, embedded and wired to the dispatcher.
 //!
 //! This is the only module that names `rmqtt`. It builds the broker's context
-//! and TCP listener from our [`MqttSettings`], installs the task-aware
+//! and its listeners (plain TCP, and TLS when a certificate is configured)
+//! from our [`MqttSettings`], installs the task-aware
 //! shared-subscription policy ([`shared`]) and the hooks ([`hooks`]) that turn
 //! MQTT events into [`Dispatcher`] calls, and publishes the dispatcher's
 //! [`Outbound`] messages back into the broker.
@@ -32,8 +33,9 @@ use crate::settings::{MqttSettings, TaskSettings};
 /// Client id the broker's own messages (task deliveries, results) come from.
 const DISPATCHER_CLIENT_ID: &str = "$swarmq";
 
-/// Listener id given to rmqtt; any constant works for a single listener.
+/// Listener ids given to rmqtt, which keys each listener's settings by them.
 const LISTENER_ID: u16 = 1;
+const TLS_LISTENER_ID: u16 = 2;
 
 /// Errors while starting the broker.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,16 @@ pub enum BrokerError {
         /// Why.
         #[source]
         source: rmqtt::Error,
+    },
+    /// The TLS listener could not load its certificate or key.
+    #[error("cannot serve MQTT over TLS with {cert} and {key}: {message}")]
+    Tls {
+        /// Certificate file.
+        cert: String,
+        /// Key file.
+        key: String,
+        /// rmqtt's message (the file and what is wrong with it).
+        message: String,
     },
     /// An rmqtt plugin failed to start.
     #[error("cannot start the broker's `{name}` plugin: {message}")]
@@ -62,6 +74,7 @@ pub struct EmbeddedBroker {
     scx: ServerContext,
     listener: Listener,
     local_addr: SocketAddr,
+    tls: Option<(Listener, SocketAddr)>,
     publisher: Publisher,
 }
 
@@ -69,6 +82,7 @@ impl std::fmt::Debug for EmbeddedBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedBroker")
             .field("local_addr", &self.local_addr)
+            .field("tls_addr", &self.tls_addr())
             .finish_non_exhaustive()
     }
 }
@@ -78,7 +92,8 @@ impl EmbeddedBroker {
     ///
     /// # Errors
     ///
-    /// Fails when the address cannot be bound or a plugin cannot start.
+    /// Fails when an address cannot be bound, the TLS certificate or key
+    /// cannot be loaded, or a plugin cannot start.
     pub async fn bind(
         mqtt: &MqttSettings,
         tasks: &TaskSettings,
@@ -130,32 +145,28 @@ impl EmbeddedBroker {
         }
         register.start().await;
 
-        let max_inflight = NonZeroU16::new(mqtt.max_inflight).unwrap_or(NonZeroU16::MIN);
-        let listener = Builder::new()
-            .name("mqtt")
-            .laddr(mqtt.listen)
-            .nodelay(mqtt.tcp_nodelay)
-            .reuseaddr(Some(true))
-            .allow_anonymous(mqtt.allow_anonymous)
-            .max_packet_size(mqtt.max_packet_size_bytes)
-            .max_inflight(max_inflight)
-            .max_mqueue_len(mqtt.max_mqueue_len)
-            .max_connections(mqtt.max_connections)
-            .session_expiry_interval(Duration::from_secs(mqtt.session_expiry_interval_secs))
-            .message_expiry_interval(Duration::from_secs(mqtt.message_expiry_interval_secs))
-            .bind()
-            .map_err(|source| BrokerError::Bind {
-                addr: mqtt.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
-            addr: mqtt.listen,
-            source,
-        })?;
+        let listener = bind(listener_builder(mqtt, "mqtt", mqtt.listen))?;
+        let local_addr = bound_addr(&listener, mqtt.listen)?;
+        let tls = match mqtt.tls() {
+            Some((cert, key)) => {
+                let builder = listener_builder(mqtt, "mqtts", mqtt.tls_listen)
+                    .tls_cert(Some(cert.display().to_string()))
+                    .tls_key(Some(key.display().to_string()));
+                let listener = bind(builder)?.tls().map_err(|e| BrokerError::Tls {
+                    cert: cert.display().to_string(),
+                    key: key.display().to_string(),
+                    message: format!("{e:#}"),
+                })?;
+                let addr = bound_addr(&listener, mqtt.tls_listen)?;
+                Some((listener, addr))
+            }
+            None => None,
+        };
         Ok(EmbeddedBroker {
             scx,
             listener,
             local_addr,
+            tls,
             publisher,
         })
     }
@@ -163,6 +174,11 @@ impl EmbeddedBroker {
     /// The address the MQTT listener is bound to (the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the TLS listener is bound to, when TLS is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|(_, addr)| *addr)
     }
 
     /// A handle that publishes dispatcher messages from outside the broker.
@@ -174,9 +190,12 @@ impl EmbeddedBroker {
 
     /// Serves MQTT and runs the lease/expiry sweep until `token` is cancelled.
     pub async fn run(self, dispatcher: Dispatcher, token: CancellationToken) {
-        let server = MqttServer::new(self.scx.clone())
-            .listener_by_id(self.listener, LISTENER_ID)
-            .build();
+        let mut server =
+            MqttServer::new(self.scx.clone()).listener_by_id(self.listener, LISTENER_ID);
+        if let Some((listener, _)) = self.tls {
+            server = server.listener_by_id(listener, TLS_LISTENER_ID);
+        }
+        let server = server.build();
         let publisher = self.publisher;
         let sweep = async {
             let mut interval = tokio::time::interval(TICK_INTERVAL);
@@ -198,6 +217,38 @@ impl EmbeddedBroker {
             }
         }
     }
+}
+
+/// A listener on `addr` with the broker-wide connection settings; both
+/// listeners share them, so a client sees the same broker on either port.
+fn listener_builder(mqtt: &MqttSettings, name: &str, addr: SocketAddr) -> Builder {
+    let max_inflight = NonZeroU16::new(mqtt.max_inflight).unwrap_or(NonZeroU16::MIN);
+    Builder::new()
+        .name(name)
+        .laddr(addr)
+        .nodelay(mqtt.tcp_nodelay)
+        .reuseaddr(Some(true))
+        .allow_anonymous(mqtt.allow_anonymous)
+        .max_packet_size(mqtt.max_packet_size_bytes)
+        .max_inflight(max_inflight)
+        .max_mqueue_len(mqtt.max_mqueue_len)
+        .max_connections(mqtt.max_connections)
+        .session_expiry_interval(Duration::from_secs(mqtt.session_expiry_interval_secs))
+        .message_expiry_interval(Duration::from_secs(mqtt.message_expiry_interval_secs))
+}
+
+fn bind(builder: Builder) -> Result<Listener, BrokerError> {
+    let addr = builder.laddr;
+    builder
+        .bind()
+        .map_err(|source| BrokerError::Bind { addr, source })
+}
+
+fn bound_addr(listener: &Listener, asked: SocketAddr) -> Result<SocketAddr, BrokerError> {
+    listener.local_addr().map_err(|source| BrokerError::Bind {
+        addr: asked,
+        source,
+    })
 }
 
 /// Publishes the [`Outbound`] messages of operator actions (revoke, purge,

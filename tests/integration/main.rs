@@ -6,9 +6,11 @@
 
 mod api;
 mod broker;
+mod certs;
 mod contract;
 mod dispatch;
 mod durability;
 mod http;
 mod interop;
 mod support;
+mod tls;

@@ -19,6 +19,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// A broker running in this test process. Dropping it stops it.
 pub struct TestBroker {
     pub mqtt: SocketAddr,
+    /// The TLS listener, when the settings configure one.
+    pub mqtts: Option<SocketAddr>,
     pub http: SocketAddr,
     pub dispatcher: Dispatcher,
     token: CancellationToken,
@@ -72,12 +74,13 @@ impl TestBroker {
     }
 
     fn run_app(app: App, sources: Sources, data_dir: Arc<tempfile::TempDir>) -> TestBroker {
-        let (mqtt, http) = (app.mqtt_addr(), app.http_addr());
+        let (mqtt, mqtts, http) = (app.mqtt_addr(), app.mqtt_tls_addr(), app.http_addr());
         let dispatcher = app.dispatcher().clone();
         let token = CancellationToken::new();
         let run = tokio::spawn(app.run(token.clone()));
         TestBroker {
             mqtt,
+            mqtts,
             http,
             dispatcher,
             token,

@@ -8,6 +8,9 @@
 //!   round trips, one task at a time, and prints p50/p99.
 //! - `word-count simulate --url mqtt://HOST:PORT --rate R FILE` acts as a
 //!   device submitting R tasks per second.
+//!
+//! Every subcommand takes `mqtts://HOST:PORT` for TLS, with `--ca-file CA.pem`
+//! when the broker's certificate is not signed by a system-trusted CA.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,13 +33,34 @@ struct Cli {
     command: Command,
 }
 
+/// Where the broker is, for every subcommand.
+#[derive(clap::Args)]
+struct BrokerArgs {
+    /// Broker address: mqtt://HOST:PORT, or mqtts://HOST:PORT for TLS.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SWARMQ_URL")]
+    url: String,
+    /// PEM file of the CA that signed the broker's TLS certificate (mqtts://
+    /// only; the system's trusted roots without it).
+    #[arg(long, env = "SWARMQ_CA_FILE")]
+    ca_file: Option<PathBuf>,
+}
+
+impl BrokerArgs {
+    async fn client(&self) -> anyhow::Result<Client> {
+        let mut builder = Client::builder(&self.url);
+        if let Some(ca) = &self.ca_file {
+            builder = builder.ca_file(ca);
+        }
+        Ok(builder.connect().await?)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve `mapper` tasks from queue `word_count` until Ctrl-C or SIGTERM.
     Worker {
-        /// Broker address.
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SWARMQ_URL")]
-        url: String,
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// Tasks run at once (announced to the broker as capacity).
         #[arg(long, default_value_t = 8)]
         concurrency: u32,
@@ -46,9 +70,8 @@ enum Command {
     },
     /// Count the words of FILE with one task per word; print the top 5.
     Count {
-        /// Broker address.
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SWARMQ_URL")]
-        url: String,
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// Only the first N words (the original used 2,190).
         #[arg(long)]
         words: Option<usize>,
@@ -61,9 +84,8 @@ enum Command {
     /// Act as a device: submit one mapper task every 1/RATE seconds, forever,
     /// taking words from FILE in turn; log progress every 10 s.
     Simulate {
-        /// Broker address.
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SWARMQ_URL")]
-        url: String,
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// Tasks per second.
         #[arg(long, default_value_t = 10.0)]
         rate: f64,
@@ -75,9 +97,8 @@ enum Command {
     },
     /// Time N single round trips, one task at a time; print p50 and p99.
     Latency {
-        /// Broker address.
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883", env = "SWARMQ_URL")]
-        url: String,
+        #[command(flatten)]
+        broker: BrokerArgs,
         /// Round trips to time (after 100 warm-up ones).
         #[arg(long, default_value_t = 2000)]
         tasks: usize,
@@ -96,28 +117,32 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Worker {
-            url,
+            broker,
             concurrency,
             client_id,
-        } => worker(&url, concurrency, client_id).await,
+        } => worker(&broker, concurrency, client_id).await,
         Command::Count {
-            url,
+            broker,
             words,
             timeout_secs,
             file,
-        } => count(&url, words, Duration::from_secs(timeout_secs), &file).await,
-        Command::Latency { url, tasks } => latency(&url, tasks).await,
+        } => count(&broker, words, Duration::from_secs(timeout_secs), &file).await,
+        Command::Latency { broker, tasks } => latency(&broker, tasks).await,
         Command::Simulate {
-            url,
+            broker,
             rate,
             tasks,
             file,
-        } => simulate(&url, rate, tasks, &file).await,
+        } => simulate(&broker, rate, tasks, &file).await,
     }
 }
 
-async fn worker(url: &str, concurrency: u32, client_id: Option<String>) -> anyhow::Result<()> {
-    let mut builder = Worker::builder(url)
+async fn worker(
+    broker: &BrokerArgs,
+    concurrency: u32,
+    client_id: Option<String>,
+) -> anyhow::Result<()> {
+    let mut builder = Worker::builder(&broker.url)
         .queue(QUEUE)
         .concurrency(concurrency)
         .handler(MAPPER, |task| async move {
@@ -129,6 +154,9 @@ async fn worker(url: &str, concurrency: u32, client_id: Option<String>) -> anyho
         });
     if let Some(id) = client_id {
         builder = builder.client_id(id);
+    }
+    if let Some(ca) = &broker.ca_file {
+        builder = builder.ca_file(ca);
     }
     let worker = builder.build()?;
     let token = CancellationToken::new();
@@ -161,7 +189,7 @@ async fn wait_for_signal() {
 }
 
 async fn count(
-    url: &str,
+    broker: &BrokerArgs,
     words: Option<usize>,
     timeout: Duration,
     file: &PathBuf,
@@ -171,7 +199,7 @@ async fn count(
     if let Some(n) = words {
         tokens.truncate(n);
     }
-    let client = Client::connect(url).await?;
+    let client = broker.client().await?;
 
     let started = Instant::now();
     let mut pending = Vec::with_capacity(tokens.len());
@@ -215,7 +243,12 @@ async fn count(
     Ok(())
 }
 
-async fn simulate(url: &str, rate: f64, limit: u64, file: &PathBuf) -> anyhow::Result<()> {
+async fn simulate(
+    broker: &BrokerArgs,
+    rate: f64,
+    limit: u64,
+    file: &PathBuf,
+) -> anyhow::Result<()> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     if !(rate > 0.0 && rate.is_finite()) {
@@ -226,7 +259,7 @@ async fn simulate(url: &str, rate: f64, limit: u64, file: &PathBuf) -> anyhow::R
     if words.is_empty() {
         bail!("{} has no words", file.display());
     }
-    let client = Client::connect(url).await?;
+    let client = broker.client().await?;
     // Devices started together should not all send the same words.
     let start = (std::process::id() as usize * 7919) % words.len();
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -237,8 +270,9 @@ async fn simulate(url: &str, rate: f64, limit: u64, file: &PathBuf) -> anyhow::R
     tokio::pin!(stop);
     let mut sent = 0u64;
     eprintln!(
-        "device {} submitting {rate} tasks/s to {url}",
-        client.client_id()
+        "device {} submitting {rate} tasks/s to {}",
+        client.client_id(),
+        broker.url
     );
     loop {
         tokio::select! {
@@ -285,8 +319,8 @@ async fn simulate(url: &str, rate: f64, limit: u64, file: &PathBuf) -> anyhow::R
     Ok(())
 }
 
-async fn latency(url: &str, tasks: usize) -> anyhow::Result<()> {
-    let client = Client::connect(url).await?;
+async fn latency(broker: &BrokerArgs, tasks: usize) -> anyhow::Result<()> {
+    let client = broker.client().await?;
     let mut samples = Vec::with_capacity(tasks);
     for i in 0..(tasks + 100) {
         let request = TaskRequest {

@@ -7,6 +7,9 @@ use std::time::Duration;
 use swarmq::{App, Settings, Sources};
 use tokio_util::sync::CancellationToken;
 
+#[path = "../../../tests/integration/certs.rs"]
+mod certs;
+
 struct Kill(std::process::Child);
 
 impl Drop for Kill {
@@ -112,5 +115,79 @@ async fn count_prints_the_original_top_five() {
         String::from_utf8(out.stdout).unwrap().trim(),
         "sent 50, results 50, failures 0"
     );
+    token.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_and_count_over_tls_with_a_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = certs::make_certs(dir.path());
+    let settings = Settings::load(&Sources {
+        overrides: vec![
+            ("mqtt.listen".into(), "127.0.0.1:0".into()),
+            ("mqtt.tls_listen".into(), "127.0.0.1:0".into()),
+            ("mqtt.tls_cert_file".into(), tls.cert.display().to_string()),
+            ("mqtt.tls_key_file".into(), tls.key.display().to_string()),
+            ("http.listen".into(), "127.0.0.1:0".into()),
+            (
+                "store.data_dir".into(),
+                dir.path().join("data").display().to_string(),
+            ),
+        ],
+        ..Sources::default()
+    })
+    .unwrap();
+    let app = App::build(settings).await.unwrap();
+    let url = format!("mqtts://localhost:{}", app.mqtt_tls_addr().unwrap().port());
+    let ca = tls.ca.display().to_string();
+    let token = CancellationToken::new();
+    tokio::spawn(app.run(token.clone()));
+
+    let bin = env!("CARGO_BIN_EXE_word-count");
+    let _worker = Kill(
+        Command::new(bin)
+            .args(["worker", "--url", &url, "--ca-file", &ca])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let text = concat!(env!("CARGO_MANIFEST_DIR"), "/text/aesop11.txt");
+    // Through the environment, as a container would set it.
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(bin)
+            .args(["count", "--url", &url, "--words", "2190", text])
+            .env("SWARMQ_CA_FILE", &ca)
+            .output(),
+    )
+    .await
+    .expect("count finishes")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let top: Vec<&str> = stdout.lines().take(5).collect();
+    assert_eq!(
+        top,
+        ["would 12", "which 8", "their 8", "caught 6", "Farmer 6"]
+    );
+
+    // Without the CA the broker cannot be verified: a clear failure.
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(bin)
+            .args(["latency", "--url", &url, "--tasks", "1"])
+            .env_remove("SWARMQ_CA_FILE")
+            .output(),
+    )
+    .await
+    .expect("latency gives up")
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect"), "{err}");
     token.cancel();
 }

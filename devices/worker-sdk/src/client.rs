@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::transport::{Connection, TlsError};
 use crate::url::{BrokerAddr, UrlError};
 use crate::wire::{self, TaskRequest, TaskResult};
 use crate::worker::random_client_id;
@@ -46,6 +48,9 @@ pub enum RequestError {
         /// The last error seen.
         reason: String,
     },
+    /// TLS was asked for and cannot be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The queue name is invalid; nothing was sent.
     #[error("invalid queue name `{0}`")]
     InvalidQueue(String),
@@ -67,6 +72,7 @@ pub struct ClientBuilder {
     client_id: Option<String>,
     reply_topic: Option<String>,
     inflight: u16,
+    ca_file: Option<PathBuf>,
 }
 
 impl ClientBuilder {
@@ -82,6 +88,13 @@ impl ClientBuilder {
         self
     }
 
+    /// PEM file of the CA that signed the broker's certificate, for
+    /// `mqtts://` addresses (default: the system's trusted roots).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
     /// Most task submissions awaiting their PUBACK at once (default 1000).
     pub fn inflight(mut self, n: u16) -> Self {
         self.inflight = n.max(1);
@@ -93,9 +106,10 @@ impl ClientBuilder {
     ///
     /// # Errors
     ///
-    /// [`RequestError::Url`] or [`RequestError::Connect`].
+    /// [`RequestError::Url`], [`RequestError::Tls`] or [`RequestError::Connect`].
     pub async fn connect(self) -> Result<Client, RequestError> {
         let addr = self.addr?;
+        let connection = Connection::new(&addr, self.ca_file.as_deref())?;
         let client_id = self.client_id.unwrap_or_else(random_client_id);
         let reply_topic = self
             .reply_topic
@@ -105,9 +119,7 @@ impl ClientBuilder {
         opts.set_clean_start(false);
         opts.set_session_expiry_interval(Some(SESSION_EXPIRY_SECS));
         opts.set_outgoing_inflight_upper_limit(self.inflight);
-        let mut net = rumqttc::NetworkOptions::new();
-        net.set_tcp_nodelay(true);
-        opts.set_network_options(net);
+        connection.configure(&mut opts);
         let (mqtt, eventloop) = AsyncClient::new(opts, usize::from(self.inflight) + 16);
 
         let pending: Pending = Arc::default();
@@ -262,6 +274,7 @@ impl Client {
             client_id: None,
             reply_topic: None,
             inflight: 1000,
+            ca_file: None,
         }
     }
 

@@ -23,12 +23,16 @@
 //! ```
 //!
 //! The [`wire`] module (always built) holds the topic names and JSON payloads.
-//! Everything else needs the default `client` feature.
+//! Everything else needs the default `client` feature. The `tls` feature adds
+//! `mqtts://` addresses: the broker's certificate is checked against the CA
+//! file given to the builder (`ca_file`), or the system's roots without one.
 
 pub mod wire;
 
 #[cfg(feature = "client")]
 mod client;
+#[cfg(feature = "client")]
+mod transport;
 #[cfg(feature = "client")]
 mod url;
 #[cfg(feature = "client")]
@@ -37,7 +41,9 @@ mod worker;
 #[cfg(feature = "client")]
 pub use client::{Client, ClientBuilder, PendingResult, RequestError};
 #[cfg(feature = "client")]
-pub use url::{BrokerAddr, DEFAULT_PORT, UrlError};
+pub use transport::TlsError;
+#[cfg(feature = "client")]
+pub use url::{BrokerAddr, DEFAULT_PORT, DEFAULT_TLS_PORT, UrlError};
 #[cfg(feature = "client")]
 pub use worker::{
     DEFAULT_GROUP, TaskContext, TaskError, Worker, WorkerBuilder, WorkerError, WorkerStats,

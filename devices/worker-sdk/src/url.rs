@@ -1,10 +1,14 @@
-//! Broker addresses: `mqtt://host:port`, `tcp://host:port` or `host:port`.
+//! Broker addresses: `mqtt://host:port`, `tcp://host:port` or `host:port` for
+//! plain TCP; `mqtts://host:port` (or `ssl://`, `tls://`) for TLS.
 
 use std::fmt;
 use std::str::FromStr;
 
 /// Default MQTT port when an address names none.
 pub const DEFAULT_PORT: u16 = 1883;
+
+/// Default MQTT-over-TLS port when an `mqtts://` address names none.
+pub const DEFAULT_TLS_PORT: u16 = 8883;
 
 /// A broker address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,11 +17,13 @@ pub struct BrokerAddr {
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// Whether the connection is TLS (`mqtts://`).
+    pub tls: bool,
 }
 
 /// An address that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid broker address `{0}`: expected mqtt://HOST:PORT")]
+#[error("invalid broker address `{0}`: expected mqtt://HOST:PORT or mqtts://HOST:PORT")]
 pub struct UrlError(pub String);
 
 impl FromStr for BrokerAddr {
@@ -25,11 +31,13 @@ impl FromStr for BrokerAddr {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || UrlError(s.to_string());
-        let rest = match s.split_once("://") {
-            Some(("mqtt" | "tcp", rest)) => rest,
+        let (tls, rest) = match s.split_once("://") {
+            Some(("mqtt" | "tcp", rest)) => (false, rest),
+            Some(("mqtts" | "ssl" | "tls", rest)) => (true, rest),
             Some(_) => return Err(err()),
-            None => s,
+            None => (false, s),
         };
+        let default_port = if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT };
         let rest = rest.trim_end_matches('/');
         if rest.is_empty() || rest.contains('/') {
             return Err(err());
@@ -39,29 +47,30 @@ impl FromStr for BrokerAddr {
             let (host, after) = v6.split_once(']').ok_or_else(err)?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| err())?,
-                None if after.is_empty() => DEFAULT_PORT,
+                None if after.is_empty() => default_port,
                 None => return Err(err()),
             };
             (host.to_string(), port)
         } else {
             match rest.rsplit_once(':') {
                 Some((h, p)) => (h.to_string(), p.parse().map_err(|_| err())?),
-                None => (rest.to_string(), DEFAULT_PORT),
+                None => (rest.to_string(), default_port),
             }
         };
         if host.is_empty() {
             return Err(err());
         }
-        Ok(BrokerAddr { host, port })
+        Ok(BrokerAddr { host, port, tls })
     }
 }
 
 impl fmt::Display for BrokerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
         if self.host.contains(':') {
-            write!(f, "mqtt://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "mqtt://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -81,6 +90,19 @@ mod tests {
         let a: BrokerAddr = "mqtt://[::1]:7/".parse().unwrap();
         assert_eq!((a.host.as_str(), a.port), ("::1", 7));
         assert_eq!(a.to_string(), "mqtt://[::1]:7");
+        assert!(!a.tls);
+    }
+
+    #[test]
+    fn tls_schemes_default_to_8883() {
+        let a: BrokerAddr = "mqtts://broker".parse().unwrap();
+        assert_eq!(
+            (a.host.as_str(), a.port, a.tls),
+            ("broker", DEFAULT_TLS_PORT, true)
+        );
+        let a: BrokerAddr = "ssl://h:9".parse().unwrap();
+        assert_eq!((a.port, a.tls), (9, true));
+        assert_eq!(a.to_string(), "mqtts://h:9");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,7 @@ use serde_json::{Map, Value};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::transport::{Connection, TlsError};
 use crate::url::{BrokerAddr, UrlError};
 use crate::wire::{self, TaskMessage, WorkerReply};
 
@@ -131,6 +133,9 @@ pub enum WorkerError {
     /// A queue name is invalid.
     #[error("invalid queue name `{0}`")]
     InvalidQueue(String),
+    /// TLS was asked for and cannot be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// Concurrency must be 1 to 65534 (65535 means "unspecified" in MQTT 5).
     #[error("concurrency must be between 1 and 65534, got {0}")]
     InvalidConcurrency(u32),
@@ -158,6 +163,7 @@ pub struct WorkerBuilder {
     concurrency: u32,
     handlers: HashMap<String, HandlerFn>,
     grace: Duration,
+    ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -193,6 +199,13 @@ impl WorkerBuilder {
     /// Tasks run at once (default 1), announced to the broker as capacity.
     pub fn concurrency(mut self, n: u32) -> Self {
         self.concurrency = n;
+        self
+    }
+
+    /// PEM file of the CA that signed the broker's certificate, for
+    /// `mqtts://` addresses (default: the system's trusted roots).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
         self
     }
 
@@ -235,6 +248,7 @@ impl WorkerBuilder {
         if self.concurrency == 0 || self.concurrency >= 65_535 {
             return Err(WorkerError::InvalidConcurrency(self.concurrency));
         }
+        let connection = Connection::new(&addr, self.ca_file.as_deref())?;
         Ok(Worker {
             addr,
             client_id: self.client_id.unwrap_or_else(random_client_id),
@@ -243,6 +257,7 @@ impl WorkerBuilder {
             concurrency: self.concurrency as u16,
             handlers: Arc::new(self.handlers),
             grace: self.grace,
+            connection,
         })
     }
 }
@@ -256,6 +271,7 @@ pub struct Worker {
     concurrency: u16,
     handlers: Arc<HashMap<String, HandlerFn>>,
     grace: Duration,
+    connection: Connection,
 }
 
 impl std::fmt::Debug for Worker {
@@ -286,6 +302,7 @@ impl Worker {
             concurrency: 1,
             handlers: HashMap::new(),
             grace: Duration::from_secs(30),
+            ca_file: None,
         }
     }
 
@@ -306,9 +323,7 @@ impl Worker {
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_clean_start(true);
         opts.set_receive_maximum(Some(self.concurrency));
-        let mut net = rumqttc::NetworkOptions::new();
-        net.set_tcp_nodelay(true);
-        opts.set_network_options(net);
+        self.connection.configure(&mut opts);
         // Room for one result per task in hand plus subscriptions, so sends
         // from the main loop never wait on a full channel.
         let (client, mut eventloop) =
