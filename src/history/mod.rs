@@ -151,12 +151,12 @@ pub struct TaskRecord {
 
 impl TaskRecord {
     /// A record for a task just accepted.
-    pub fn queued(task: &StoredTask) -> TaskRecord {
+    pub fn queued(task: StoredTask) -> TaskRecord {
         TaskRecord {
             summary: TaskSummary {
-                id: task.id.clone(),
-                queue: task.queue.clone(),
-                task: task.task.clone(),
+                id: task.id,
+                queue: task.queue,
+                task: task.task,
                 status: TaskState::Queued,
                 worker: None,
                 attempts: task.attempts,
@@ -164,10 +164,10 @@ impl TaskRecord {
                 started_at_us: None,
                 finished_at_us: None,
             },
-            args: task.args.clone(),
-            kwargs: task.kwargs.clone(),
-            reply: task.reply.clone(),
-            user_properties: task.user_properties.clone(),
+            args: task.args,
+            kwargs: task.kwargs,
+            reply: task.reply,
+            user_properties: task.user_properties,
             expires_at_us: task.expires_at_us,
             result: None,
             error: None,

@@ -203,11 +203,9 @@ impl Worker {
                     }
                     break;
                 }
-                self.record(&batch);
-                self.backlog
-                    .pending
-                    .fetch_sub(batch.len() as u64, Ordering::Relaxed);
-                batch.clear();
+                let events = batch.len() as u64;
+                self.record(&mut batch);
+                self.backlog.pending.fetch_sub(events, Ordering::Relaxed);
             }
             let now = Instant::now();
             if now >= next_sample {
@@ -225,13 +223,16 @@ impl Worker {
         }
     }
 
-    fn record(&self, batch: &[TaskEvent]) {
+    /// Applies and empties `batch` (keeping its allocation for the next).
+    fn record(&self, batch: &mut Vec<TaskEvent>) {
         let changed = self.activity.apply(batch);
         let Some(store) = &self.store else {
+            batch.clear();
             return;
         };
-        if let Err(e) = store.apply(batch) {
-            tracing::error!(error = %e, events = batch.len(), "cannot write task history");
+        let events = batch.len();
+        if let Err(e) = store.apply(batch.drain(..)) {
+            tracing::error!(error = %e, events, "cannot write task history");
         }
         if !changed.is_empty()
             && let Err(e) = store.save_workers(&changed)

@@ -200,12 +200,18 @@ impl HistoryStore {
     }
 
     /// Folds a batch of events into one write per task, and hands it to the OS.
+    /// Takes the events by value: arguments and results move into the
+    /// records instead of being copied.
     ///
     /// # Errors
     ///
     /// Fails when a record cannot be read or the batch cannot be written.
-    pub fn apply(&self, events: &[TaskEvent]) -> Result<(), HistoryError> {
-        let mut pending: HashMap<String, Pending> = HashMap::new();
+    pub fn apply(
+        &self,
+        events: impl IntoIterator<Item = TaskEvent>,
+    ) -> Result<(), HistoryError> {
+        let events = events.into_iter();
+        let mut pending: HashMap<String, Pending> = HashMap::with_capacity(events.size_hint().0);
         for event in events {
             match event {
                 TaskEvent::Submitted(task) => {
@@ -216,7 +222,7 @@ impl HistoryStore {
                     pending.insert(
                         task.id.clone(),
                         Pending {
-                            record: TaskRecord::queued(task),
+                            record: TaskRecord::queued(*task),
                             stored_at_us,
                         },
                     );
@@ -227,18 +233,18 @@ impl HistoryStore {
                     attempt,
                     at_us,
                 } => {
-                    if let Some(p) = self.pending(&mut pending, id)? {
+                    if let Some(p) = self.pending(&mut pending, &id)? {
                         let s = &mut p.record.summary;
                         s.status = TaskState::Running;
-                        s.worker = Some(worker.clone());
-                        s.attempts = *attempt;
-                        s.started_at_us = Some(*at_us);
+                        s.worker = Some(worker);
+                        s.attempts = attempt;
+                        s.started_at_us = Some(at_us);
                     }
                 }
                 TaskEvent::Requeued { id, reason, .. } => {
-                    if let Some(p) = self.pending(&mut pending, id)? {
+                    if let Some(p) = self.pending(&mut pending, &id)? {
                         p.record.summary.status = TaskState::Queued;
-                        p.record.error = Some(reason.clone());
+                        p.record.error = Some(reason);
                     }
                 }
                 TaskEvent::Finished {
@@ -251,16 +257,16 @@ impl HistoryStore {
                     at_us,
                     ..
                 } => {
-                    if let Some(p) = self.pending(&mut pending, id)? {
+                    if let Some(p) = self.pending(&mut pending, &id)? {
                         let s = &mut p.record.summary;
-                        s.status = TaskState::from(*status);
+                        s.status = TaskState::from(status);
                         if worker.is_some() {
-                            s.worker.clone_from(worker);
+                            s.worker = worker;
                         }
-                        s.attempts = *attempts;
-                        s.finished_at_us = Some(*at_us);
-                        p.record.result.clone_from(result);
-                        p.record.error.clone_from(error);
+                        s.attempts = attempts;
+                        s.finished_at_us = Some(at_us);
+                        p.record.result = result;
+                        p.record.error = error;
                     }
                 }
                 TaskEvent::Rejected {
@@ -272,13 +278,14 @@ impl HistoryStore {
                 } => {
                     // Never overwrite a real task's record with a refused
                     // resubmission of its id.
-                    if pending.contains_key(id) || self.get(id)?.is_some() {
+                    if pending.contains_key(&id) || self.get(&id)?.is_some() {
                         continue;
                     }
+                    let record = TaskRecord::rejected(&id, &queue, &error, reply, at_us);
                     pending.insert(
-                        id.clone(),
+                        id,
                         Pending {
-                            record: TaskRecord::rejected(id, queue, error, reply.clone(), *at_us),
+                            record,
                             stored_at_us: None,
                         },
                     );
@@ -584,9 +591,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let h = HistoryStore::open(dir.path()).unwrap();
-            h.apply(&[submitted("a", "q", 10), submitted("b", "q", 20)])
+            h.apply([submitted("a", "q", 10), submitted("b", "q", 20)])
                 .unwrap();
-            h.apply(&[
+            h.apply([
                 TaskEvent::Started {
                     id: "a".into(),
                     worker: "w1".into(),
@@ -626,7 +633,7 @@ mod tests {
                 )
             })
             .collect();
-        h.apply(&events).unwrap();
+        h.apply(events).unwrap();
         let mut filter = TaskFilter {
             queue: Some("even".into()),
             limit: 5,
@@ -665,9 +672,9 @@ mod tests {
     fn resubmission_moves_the_task_in_the_timeline() {
         let dir = tempfile::tempdir().unwrap();
         let h = HistoryStore::open(dir.path()).unwrap();
-        h.apply(&[submitted("a", "q", 10), finished("a", Status::Failure, 12)])
+        h.apply([submitted("a", "q", 10), finished("a", Status::Failure, 12)])
             .unwrap();
-        h.apply(&[submitted("a", "q", 50)]).unwrap();
+        h.apply([submitted("a", "q", 50)]).unwrap();
         assert_eq!(h.retained(), 1);
         let page = h
             .search(&TaskFilter {
@@ -687,7 +694,7 @@ mod tests {
         let events: Vec<TaskEvent> = (0..10)
             .map(|i| submitted(&format!("t{i}"), "q", 100 + i))
             .collect();
-        h.apply(&events).unwrap();
+        h.apply(events).unwrap();
         assert_eq!(h.enforce_retention(6, 0).unwrap(), 4);
         assert_eq!(h.retained(), 6);
         assert!(h.get("t3").unwrap().is_none());
