@@ -206,10 +206,7 @@ impl HistoryStore {
     /// # Errors
     ///
     /// Fails when a record cannot be read or the batch cannot be written.
-    pub fn apply(
-        &self,
-        events: impl IntoIterator<Item = TaskEvent>,
-    ) -> Result<(), HistoryError> {
+    pub fn apply(&self, events: impl IntoIterator<Item = TaskEvent>) -> Result<(), HistoryError> {
         let events = events.into_iter();
         let mut pending: HashMap<String, Pending> = HashMap::with_capacity(events.size_hint().0);
         for event in events {

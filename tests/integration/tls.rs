@@ -74,6 +74,14 @@ async fn mosquitto(program: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// Whether mosquitto_pub delivers `{}` to tasks/word_count at QoS 1 on
+/// `port`, with `extra` arguments (host, CA file).
+async fn publish_ok(port: &str, extra: &[&str]) -> bool {
+    let mut args = vec!["-p", port, "-q", "1", "-t", "tasks/word_count", "-m", "{}"];
+    args.extend_from_slice(extra);
+    mosquitto("mosquitto_pub", &args).await.0
+}
+
 #[tokio::test]
 async fn tls_listener_serves_sdk_workers_clients_and_mosquitto_beside_plain_tcp() {
     let (broker, files, _dir) = tls_broker().await;
@@ -154,43 +162,12 @@ async fn clients_that_cannot_verify_the_broker_or_skip_tls_are_refused_and_nothi
     // mosquitto with a CA that did not sign the broker's certificate.
     let other = tempfile::tempdir().expect("tempdir");
     let stranger = make_certs(other.path());
-    let (ok, _) = mosquitto(
-        "mosquitto_pub",
-        &[
-            "--cafile",
-            &stranger.ca.display().to_string(),
-            "-h",
-            "localhost",
-            "-p",
-            &port,
-            "-q",
-            "1",
-            "-t",
-            "tasks/word_count",
-            "-m",
-            "{}",
-        ],
-    )
-    .await;
+    let stranger_ca = stranger.ca.display().to_string();
+    let ok = publish_ok(&port, &["--cafile", &stranger_ca, "-h", "localhost"]).await;
     assert!(!ok, "a client that cannot verify the certificate must fail");
 
     // Plain MQTT sent to the TLS port is not a TLS handshake: refused.
-    let (ok, _) = mosquitto(
-        "mosquitto_pub",
-        &[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-q",
-            "1",
-            "-t",
-            "tasks/word_count",
-            "-m",
-            "{}",
-        ],
-    )
-    .await;
+    let ok = publish_ok(&port, &["-h", "127.0.0.1"]).await;
     assert!(!ok, "plain MQTT on the TLS port must fail");
 
     // The SDK refuses to connect to a broker it cannot verify.

@@ -19,6 +19,30 @@ impl Drop for Kill {
     }
 }
 
+/// Runs `word-count` to completion (within a minute), with `SWARMQ_CA_FILE`
+/// set to `ca` or unset.
+async fn word_count(args: &[&str], ca: Option<&str>) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_word-count"));
+    cmd.args(args).env_remove("SWARMQ_CA_FILE");
+    if let Some(ca) = ca {
+        cmd.env("SWARMQ_CA_FILE", ca);
+    }
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("word-count {args:?} did not finish"))
+        .expect("word-count runs")
+}
+
+/// The stdout of a run that must have succeeded.
+fn succeeded(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn count_prints_the_original_top_five() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,21 +95,8 @@ async fn count_prints_the_original_top_five() {
     }
 
     let text = concat!(env!("CARGO_MANIFEST_DIR"), "/text/aesop11.txt");
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(bin)
-            .args(["count", "--url", &url, "--words", "2190", text])
-            .output(),
-    )
-    .await
-    .expect("count finishes")
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout =
+        succeeded(word_count(&["count", "--url", &url, "--words", "2190", text], None).await);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines[..5],
@@ -95,24 +106,11 @@ async fn count_prints_the_original_top_five() {
     assert!(dispatcher.workers().iter().all(|w| w.in_flight == 0));
 
     // A simulated device at 200 tasks/s, stopped after 50 tasks.
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(bin)
-            .args([
-                "simulate", "--url", &url, "--rate", "200", "--tasks", "50", text,
-            ])
-            .output(),
-    )
-    .await
-    .expect("simulate finishes")
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        "simulate", "--url", &url, "--rate", "200", "--tasks", "50", text,
+    ];
     assert_eq!(
-        String::from_utf8(out.stdout).unwrap().trim(),
+        succeeded(word_count(&args, None).await).trim(),
         "sent 50, results 50, failures 0"
     );
     token.cancel();
@@ -153,22 +151,8 @@ async fn worker_and_count_over_tls_with_a_ca_file() {
     );
     let text = concat!(env!("CARGO_MANIFEST_DIR"), "/text/aesop11.txt");
     // Through the environment, as a container would set it.
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(bin)
-            .args(["count", "--url", &url, "--words", "2190", text])
-            .env("SWARMQ_CA_FILE", &ca)
-            .output(),
-    )
-    .await
-    .expect("count finishes")
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let args = ["count", "--url", &url, "--words", "2190", text];
+    let stdout = succeeded(word_count(&args, Some(&ca)).await);
     let top: Vec<&str> = stdout.lines().take(5).collect();
     assert_eq!(
         top,
@@ -176,16 +160,7 @@ async fn worker_and_count_over_tls_with_a_ca_file() {
     );
 
     // Without the CA the broker cannot be verified: a clear failure.
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(bin)
-            .args(["latency", "--url", &url, "--tasks", "1"])
-            .env_remove("SWARMQ_CA_FILE")
-            .output(),
-    )
-    .await
-    .expect("latency gives up")
-    .unwrap();
+    let out = word_count(&["latency", "--url", &url, "--tasks", "1"], None).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot connect"), "{err}");
