@@ -267,7 +267,8 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Starts building a client for the broker at `url` (`mqtt://host:port`).
+    /// Starts building a client for the broker at `url` (`mqtt://host:port`,
+    /// or `mqtts://host:port` with the `tls` feature).
     pub fn builder(url: &str) -> ClientBuilder {
         ClientBuilder {
             addr: url.parse(),

@@ -292,7 +292,8 @@ struct Counters {
 }
 
 impl Worker {
-    /// Starts building a worker for the broker at `url` (`mqtt://host:port`).
+    /// Starts building a worker for the broker at `url` (`mqtt://host:port`,
+    /// or `mqtts://host:port` with the `tls` feature).
     pub fn builder(url: &str) -> WorkerBuilder {
         WorkerBuilder {
             addr: url.parse(),
