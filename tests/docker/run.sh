@@ -7,7 +7,10 @@
 #   4. tasks queued while no worker runs survive a kill -9 of the broker container,
 #      and so does the dashboard's task history;
 #   5. simulated devices (profile "devices") get their tasks done;
-#   6. where swarm mode works, docker-stack.yml deploys and runs the word count.
+#   6. MQTT over TLS: a broker container given a certificate by environment
+#      variables serves 8883 to a worker container (mqtts://, --ca-file) and
+#      to mosquitto_rr on the host;
+#   7. where swarm mode works, docker-stack.yml deploys and runs the word count.
 # Tears everything down at the end, pass or fail.
 set -Eeuo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,7 +21,12 @@ export WORKERS=4
 HTTP="http://$SWARMQ_HTTP_PORT"
 compose() { docker-compose "$@"; }
 pass=0
-fail() { echo "FAIL: $*" >&2; compose logs --tail 30 broker >&2 || true; exit 1; }
+fail() {
+  echo "FAIL: $*" >&2
+  compose logs --tail 30 broker >&2 || true
+  docker logs --tail 30 swarmqtest-tls >&2 2>/dev/null || true
+  exit 1
+}
 ok() { echo "ok: $*"; pass=$((pass + 1)); }
 CONSUMERS='swarmq_queue_consumers{queue="word_count"}'
 WAITING='swarmq_queue_waiting{queue="word_count"}'
@@ -29,10 +37,14 @@ wait_for() { # description, condition (evaluated anew at each poll); up to 60 s
   for _ in $(seq 600); do eval "$cond" >/dev/null 2>&1 && return 0; sleep 0.1; done
   fail "timed out waiting for $what"
 }
-cleanup() { compose --profile tools down -v --remove-orphans >/dev/null 2>&1 || true; }
+TLS_DIR=$(mktemp -d)
+cleanup() {
+  docker rm -f swarmqtest-tls swarmqtest-tls-worker >/dev/null 2>&1 || true
+  compose --profile tools down -v --remove-orphans >/dev/null 2>&1 || true
+}
 # No silent exits: any failing command names its line.
 trap 'fail "line $LINENO: $BASH_COMMAND"' ERR
-trap cleanup EXIT
+trap 'cleanup; rm -rf "$TLS_DIR"' EXIT
 cleanup
 
 tests/docker/build-image.sh
@@ -111,7 +123,37 @@ wait_for "simulated devices' tasks completing" 'test "$(( $(metric "$SUCCESS") -
 compose --profile devices stop -t 10 device >/dev/null 2>&1
 ok "2 simulated devices at 50 tasks/s: $(( $(metric "$SUCCESS") - before )) tasks done"
 
-# 6. Docker Swarm: the stack file, deployed on this engine as a one-node swarm.
+# 6. MQTT over TLS: a test CA and a certificate for localhost/127.0.0.1,
+# mounted read-only and named by the two SWARMQ__MQTT__TLS_* variables.
+(
+  cd "$TLS_DIR"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout ca.key -out ca.pem -subj /CN=swarmq-test-ca -days 2
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout server.key -out server.csr -subj /CN=localhost
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >ext.cnf
+  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+    -out server.pem -days 2 -extfile ext.cnf
+  chmod a+rx . && chmod a+r ./*  # the broker runs as uid 10001
+) >/dev/null 2>&1 || fail "openssl could not make the test certificates"
+TLS_PORT=${TEST_TLS_PORT:-28883}
+docker run -d --name swarmqtest-tls -p "127.0.0.1:$TLS_PORT:8883" -v "$TLS_DIR:/tls:ro" \
+  -e SWARMQ__MQTT__TLS_CERT_FILE=/tls/server.pem -e SWARMQ__MQTT__TLS_KEY_FILE=/tls/server.key \
+  swarmq:local >/dev/null
+# grep without -q reads to the end: an early exit would fail the pipe (pipefail).
+wait_for "the TLS broker listening" 'docker logs swarmqtest-tls 2>&1 | grep "mqtts=0.0.0.0:8883"'
+docker run -d --name swarmqtest-tls-worker --network container:swarmqtest-tls -v "$TLS_DIR:/tls:ro" \
+  swarmq:local word-count worker --url mqtts://localhost:8883 --ca-file /tls/ca.pem >/dev/null
+tls_rr() { mosquitto_rr --cafile "$TLS_DIR/ca.pem" -h localhost -p "$TLS_PORT" -W 2 \
+  -t tasks/word_count -e replies/docker-tls -m '{"task":"mapper","args":["Fables"]}'; }
+wait_for "a result over TLS" 'tls_rr | jq -e ".status == \"success\" and .result == [\"Fables\", 1]"'
+if mosquitto_pub -h 127.0.0.1 -p "$TLS_PORT" -q 1 -t tasks/word_count -m '{}' 2>/dev/null; then
+  fail "plain MQTT was accepted on the TLS port"
+fi
+ok "MQTT over TLS from a container: worker on mqtts:// with --ca-file, mosquitto_rr --cafile answered $(tls_rr | jq -c .result)"
+docker rm -f swarmqtest-tls swarmqtest-tls-worker >/dev/null
+
+# 7. Docker Swarm: the stack file, deployed on this engine as a one-node swarm.
 cleanup
 # The stack publishes plain port numbers (host mode), not address:port.
 export SWARMQ_MQTT_PORT=${SWARMQ_MQTT_PORT##*:} SWARMQ_HTTP_PORT=${SWARMQ_HTTP_PORT##*:}
@@ -124,7 +166,7 @@ if [ "$swarm_was" = active ] || docker swarm init --advertise-addr 127.0.0.1 >/d
     for _ in $(seq 100); do [ -z "$(docker ps -q --filter label=com.docker.stack.namespace=swarmqtest)" ] && break; sleep 0.2; done
     [ "$swarm_was" = active ] || docker swarm leave --force >/dev/null 2>&1 || true
   }
-  trap 'stack_down; cleanup' EXIT
+  trap 'stack_down; cleanup; rm -rf "$TLS_DIR"' EXIT
   docker node update --label-add swarmq.broker=true "$(docker info -f '{{.Swarm.NodeID}}')" >/dev/null
   docker stack deploy -c docker-stack.yml swarmqtest >/dev/null
   wait_for "the stack's broker healthy" 'curl -fsS "$HTTP/healthz"'
