@@ -13,15 +13,18 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::dispatch::{DispatchError, Dispatcher, now_us};
+use crate::engine::{
+    Engine, EngineConfig, EngineError, EngineParts, QueueLimits, RetryPolicy, StoreError,
+    SystemClock, now_us,
+};
 use crate::history::{
-    Activity, HistoryError, HistoryStore, MAX_BACKLOG, Recorder, SERIES_IN_MEMORY,
+    Activity, HistoryError, HistoryStore, LiveFigures, MAX_BACKLOG, Recorder, SERIES_IN_MEMORY,
 };
 use crate::http::{Auth, AuthError, HttpContext, HttpServer};
 use crate::metrics::Metrics;
-use crate::mqtt::{BrokerError, EmbeddedBroker};
-use crate::queue::{QueueStore, StoreError};
-use crate::settings::Settings;
+use crate::mqtt::{self, BrokerError, EmbeddedBroker};
+use crate::queue::FjallStore;
+use crate::settings::{self, Settings};
 
 /// Errors while building the app.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +40,7 @@ pub enum AppError {
     },
     /// Stored tasks could not be recovered.
     #[error(transparent)]
-    Recover(#[from] DispatchError),
+    Recover(#[from] EngineError),
     /// The task history could not be opened.
     #[error("cannot open the task history in `{dir}`")]
     History {
@@ -71,7 +74,7 @@ pub enum AppError {
 #[derive(Debug)]
 pub struct App {
     settings: Settings,
-    dispatcher: Dispatcher,
+    engine: Engine,
     broker: EmbeddedBroker,
     http: HttpServer,
     http_context: HttpContext,
@@ -88,14 +91,13 @@ impl App {
     /// Fails when the store cannot be opened or read, or a listener cannot bind.
     pub async fn build(settings: Settings) -> Result<App, AppError> {
         let store =
-            QueueStore::open(settings.data_dir(), settings.store.sync).map_err(|source| {
+            FjallStore::open(settings.data_dir(), settings.store.sync).map_err(|source| {
                 AppError::Store {
                     dir: settings.data_dir().display().to_string(),
                     source,
                 }
             })?;
         let metrics = Arc::new(Metrics::default());
-        let dispatcher = Dispatcher::recover(store, settings.clone(), metrics)?;
         let auth = Arc::new(Auth::new(&settings.auth)?);
         if auth.is_open() {
             tracing::warn!(
@@ -124,13 +126,32 @@ impl App {
             }
         }
         let (sink, events, backlog) = Recorder::channel(MAX_BACKLOG);
-        dispatcher.attach_events(sink);
+        let (outbox, effects) = mqtt::outbox();
+        let engine = Engine::recover(EngineParts {
+            store: Box::new(store),
+            config: engine_config(&settings),
+            clock: Box::new(SystemClock),
+            metrics: metrics.clone(),
+            outbox: Box::new(outbox),
+            events: Some(Box::new(sink)),
+        })?;
+        // The series samples live figures through a weak handle: the recorder
+        // thread must not keep the engine (and its store) open.
+        let weak = engine.downgrade();
+        let live = Box::new(move || match weak.upgrade() {
+            Some(e) => LiveFigures {
+                queues: e.queues(),
+                workers_online: e.workers().len(),
+            },
+            None => LiveFigures::default(),
+        });
         let recorder = Recorder::spawn(
             events,
             backlog.clone(),
             history.clone(),
             activity.clone(),
-            dispatcher.clone(),
+            metrics,
+            live,
             settings.history.clone(),
         )
         .map_err(AppError::Recorder)?;
@@ -138,16 +159,16 @@ impl App {
         let broker = EmbeddedBroker::bind(
             &settings.mqtt,
             &settings.tasks,
-            dispatcher.clone(),
+            engine.clone(),
             history.clone(),
+            effects,
         )
         .await?;
         let http_context = HttpContext {
-            dispatcher: dispatcher.clone(),
+            engine: engine.clone(),
             history,
             activity,
             auth,
-            outbox: broker.outbox(),
             history_backlog: backlog,
             settings: settings.clone(),
             started: Instant::now(),
@@ -166,7 +187,7 @@ impl App {
         })?;
         Ok(App {
             settings,
-            dispatcher,
+            engine,
             broker,
             http,
             http_context,
@@ -191,9 +212,9 @@ impl App {
         self.http_addr
     }
 
-    /// The dispatcher, for inspection.
-    pub fn dispatcher(&self) -> &Dispatcher {
-        &self.dispatcher
+    /// The task engine, for inspection.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Serves until `shutdown` is cancelled, then drains and stops.
@@ -204,10 +225,8 @@ impl App {
         let serving = Arc::new(AtomicBool::new(true));
         tracing::info!(mqtt = %self.mqtt_addr, http = %self.http_addr, data_dir = %self.settings.data_dir().display(), "swarmq serving");
 
-        tracker.spawn(
-            self.broker
-                .run(self.dispatcher.clone(), broker_token.clone()),
-        );
+        tracker.spawn(self.broker.run(broker_token.clone()));
+        tracker.spawn(self.engine.clone().run_timers(broker_token.clone()));
         tracker.spawn(
             self.http
                 .run(self.http_context, serving.clone(), http_token.clone()),
@@ -216,13 +235,13 @@ impl App {
 
         shutdown.cancelled().await;
         serving.store(false, Ordering::Relaxed);
-        self.dispatcher.stop_accepting();
+        self.engine.stop_accepting();
         let grace = Duration::from_millis(self.settings.shutdown.grace_period_ms);
         let deadline = Instant::now() + grace;
-        while self.dispatcher.in_flight() > 0 && Instant::now() < deadline {
+        while self.engine.in_flight() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let left = self.dispatcher.in_flight();
+        let left = self.engine.in_flight();
         if left > 0 {
             tracing::warn!(
                 tasks = left,
@@ -231,7 +250,7 @@ impl App {
         }
         broker_token.cancel();
         http_token.cancel();
-        self.dispatcher.flush_store();
+        self.engine.flush_store();
         let recorder = self.recorder;
         if tokio::task::spawn_blocking(move || recorder.stop())
             .await
@@ -246,5 +265,31 @@ impl App {
             tracing::warn!("subsystems did not stop in time");
         }
         tracing::info!("swarmq stopped");
+    }
+}
+
+/// The engine's configuration, from the settings tree.
+fn engine_config(settings: &Settings) -> EngineConfig {
+    let limits = |l: settings::QueueLimits| QueueLimits {
+        max_length: l.max_length,
+        lease_timeout_ms: l.lease_timeout_ms,
+        max_per_worker: l.max_per_worker,
+        retry: RetryPolicy {
+            max_attempts: l.max_attempts,
+            backoff_ms: l.backoff_ms,
+            backoff_max_ms: l.backoff_max_ms,
+            jitter: l.jitter,
+        },
+    };
+    EngineConfig {
+        max_payload_bytes: settings.tasks.max_payload_bytes,
+        auto_create_queues: settings.tasks.auto_create_queues,
+        dedupe_window: settings.tasks.dedupe_window,
+        default_limits: limits(settings.default_queue_limits()),
+        queues: settings
+            .queues
+            .keys()
+            .map(|name| (name.clone(), limits(settings.queue_limits(name))))
+            .collect(),
     }
 }

@@ -7,8 +7,8 @@
 //! | [`app`] | building every part from [`Settings`] and running them until shutdown |
 //! | [`settings`] | the configuration tree, its layers and validation |
 //! | [`mqtt`] | the embedded rmqtt broker and its hooks (the only module naming rmqtt) |
-//! | [`dispatch`] | queues, workers, leases, results: every task decision |
-//! | [`queue`] | task records and the durable store (fjall) |
+//! | [`engine`] | queues, workers, leases, timers, retries, results: every task decision |
+//! | [`queue`] | the durable queue store (fjall), behind the engine's `TaskStore` port |
 //! | [`history`] | task history and results on disk, live worker and rate figures |
 //! | [`http`] | the HTTP port: dashboard, JSON API (`/api/v1`), `/healthz`, `/metrics` |
 //! | [`metrics`] | counter names and rendering |
@@ -17,24 +17,26 @@
 //! # Data flow
 //!
 //! A device publishes a task to `tasks/<queue>`. The broker's publish hook
-//! hands it to the [`Dispatcher`], which validates it, writes it to the
-//! [`QueueStore`](queue::QueueStore), and only then lets the broker send the
-//! PUBACK. The dispatcher picks the subscribed worker (`$share/<group>/tasks/<queue>`)
+//! hands it to the [`Engine`], which validates it, writes it to the
+//! [`TaskStore`](engine::TaskStore), and only then lets the broker send the
+//! PUBACK. The engine picks the subscribed worker (`$share/<group>/tasks/<queue>`)
 //! with the most free capacity and the broker delivers the task to that one
 //! client, with a Response Topic `swarmq/results/<queue>` and the task id as
 //! Correlation Data. The worker's reply comes back through the same hook; the
-//! dispatcher removes the task from the store and publishes the result to the
-//! requester's reply topic.
+//! engine removes the task from the store and publishes the result to the
+//! requester's reply topic, through its outbox, which the broker implements.
+//! A task with a countdown, an ETA or a retry's backoff waits in the
+//! engine's deadline index instead of its queue until its time.
 //!
 //! ```text
-//! device ──PUBLISH tasks/q──▶ hook ──▶ Dispatcher ──▶ QueueStore (fsync-free journal)
+//! device ──PUBLISH tasks/q──▶ hook ──▶ Engine ──▶ TaskStore (fsync-free journal)
 //!    ▲                                   │  picks least-loaded worker
 //!    │                                   ▼
-//!  reply topic ◀── result ◀── Dispatcher ◀── swarmq/results/q ◀── worker
+//!  reply topic ◀── result ◀── Engine ◀── swarmq/results/q ◀── worker
 //! ```
 
 pub mod app;
-pub mod dispatch;
+pub mod engine;
 pub mod history;
 pub mod http;
 pub mod metrics;
@@ -44,5 +46,5 @@ pub mod settings;
 pub mod shutdown;
 
 pub use app::{App, AppError};
-pub use dispatch::Dispatcher;
+pub use engine::Engine;
 pub use settings::{Settings, SettingsError, Sources};

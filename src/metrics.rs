@@ -26,6 +26,8 @@ pub const TASKS_DUPLICATE: &str = "swarmq_tasks_duplicate_total";
 pub const REPLIES_IGNORED: &str = "swarmq_worker_replies_ignored_total";
 /// Tasks waiting in each queue.
 pub const QUEUE_WAITING: &str = "swarmq_queue_waiting";
+/// Tasks waiting for their countdown, ETA or retry backoff, per queue.
+pub const QUEUE_SCHEDULED: &str = "swarmq_queue_scheduled";
 /// Tasks delivered and not yet answered, per queue.
 pub const QUEUE_IN_FLIGHT: &str = "swarmq_queue_in_flight";
 /// Workers consuming each queue.
@@ -138,8 +140,10 @@ pub struct Metrics {
 pub struct QueueSnapshot {
     /// Queue name.
     pub name: String,
-    /// Tasks waiting for a worker.
+    /// Tasks deliverable now, waiting for a worker.
     pub waiting: usize,
+    /// Tasks waiting for their countdown, ETA or retry backoff.
+    pub scheduled: usize,
     /// Tasks delivered and not yet answered.
     pub in_flight: usize,
     /// Workers consuming the queue.
@@ -357,6 +361,11 @@ impl Metrics {
                 (|q: &QueueSnapshot| q.waiting) as fn(&QueueSnapshot) -> usize,
             ),
             (
+                QUEUE_SCHEDULED,
+                "Tasks waiting for their countdown, ETA or retry backoff.",
+                |q| q.scheduled,
+            ),
+            (
                 QUEUE_IN_FLIGHT,
                 "Tasks delivered and not yet answered.",
                 |q| q.in_flight,
@@ -432,6 +441,7 @@ mod tests {
             &[QueueSnapshot {
                 name: "q".into(),
                 waiting: 3,
+                scheduled: 4,
                 in_flight: 1,
                 consumers: 2,
             }],
@@ -442,6 +452,7 @@ mod tests {
         assert!(text.contains("swarmq_tasks_finished_total{status=\"failure\"} 1\n"));
         assert!(text.contains("swarmq_tasks_rejected_total{reason=\"queue_full\"} 1\n"));
         assert!(text.contains("swarmq_queue_waiting{queue=\"q\"} 3\n"));
+        assert!(text.contains("swarmq_queue_scheduled{queue=\"q\"} 4\n"));
         assert!(text.contains("swarmq_task_latency_seconds_bucket{le=\"0.0005\"} 0\n"));
         assert!(text.contains("swarmq_task_latency_seconds_bucket{le=\"0.001\"} 1\n"));
         assert!(text.contains("swarmq_task_latency_seconds_count 1\n"));

@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
@@ -164,13 +163,19 @@ pub struct TaskSettings {
     pub max_payload_bytes: usize,
     /// Create queues on first use.
     pub auto_create_queues: bool,
-    /// Default [`QueueLimits::max_length`].
+    /// Default `max_length` of every queue.
     pub max_length: usize,
-    /// Default [`QueueLimits::lease_timeout_ms`].
+    /// Default `lease_timeout_ms` of every queue.
     pub lease_timeout_ms: u64,
-    /// Default [`QueueLimits::max_attempts`].
+    /// Default `max_attempts` of every queue.
     pub max_attempts: u32,
-    /// Default [`QueueLimits::max_per_worker`].
+    /// Default `backoff_ms` of every queue.
+    pub backoff_ms: u64,
+    /// Default `backoff_max_ms` of every queue.
+    pub backoff_max_ms: u64,
+    /// Default `jitter` of every queue.
+    pub jitter: bool,
+    /// Default `max_per_worker` of every queue.
     pub max_per_worker: u32,
     /// Completed task ids remembered for deduplication.
     pub dedupe_window: usize,
@@ -178,50 +183,44 @@ pub struct TaskSettings {
     pub delivery_qos: u8,
 }
 
-impl TaskSettings {
-    /// The default limits of every queue.
-    pub fn limits(&self) -> QueueLimits {
-        QueueLimits {
-            max_length: self.max_length,
-            lease_timeout_ms: self.lease_timeout_ms,
-            max_attempts: self.max_attempts,
-            max_per_worker: self.max_per_worker,
-        }
-    }
+/// `[queues.<name>]`: overrides for one declared queue; each falls back to
+/// the `[tasks]` key of the same name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Most tasks held (scheduled + waiting + in flight).
+    pub max_length: Option<usize>,
+    /// Lease of a delivered task, in milliseconds.
+    pub lease_timeout_ms: Option<u64>,
+    /// Deliveries before a task fails for good.
+    pub max_attempts: Option<u32>,
+    /// Delay before the attempt after the first failed one, in milliseconds.
+    pub backoff_ms: Option<u64>,
+    /// Longest delay between attempts, in milliseconds.
+    pub backoff_max_ms: Option<u64>,
+    /// Spread each delay over its upper half.
+    pub jitter: Option<bool>,
+    /// Most unfinished tasks of this queue per worker (0 = no cap).
+    pub max_per_worker: Option<u32>,
 }
 
-/// Limits of one queue, after defaults are applied.
+/// The limits of one queue after defaults are applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueLimits {
-    /// Most tasks held (waiting + in flight).
+    /// Most tasks held.
     pub max_length: usize,
     /// Lease of a delivered task, in milliseconds.
     pub lease_timeout_ms: u64,
     /// Deliveries before a task fails for good.
     pub max_attempts: u32,
+    /// First backoff, in milliseconds.
+    pub backoff_ms: u64,
+    /// Longest backoff, in milliseconds.
+    pub backoff_max_ms: u64,
+    /// Jittered backoff.
+    pub jitter: bool,
     /// Most unfinished tasks of this queue per worker (0 = no cap).
     pub max_per_worker: u32,
-}
-
-impl QueueLimits {
-    /// The lease timeout as a duration.
-    pub fn lease_timeout(&self) -> Duration {
-        Duration::from_millis(self.lease_timeout_ms)
-    }
-}
-
-/// `[queues.<name>]`: overrides for one declared queue.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueueSettings {
-    /// See [`QueueLimits::max_length`].
-    pub max_length: Option<usize>,
-    /// See [`QueueLimits::lease_timeout_ms`].
-    pub lease_timeout_ms: Option<u64>,
-    /// See [`QueueLimits::max_attempts`].
-    pub max_attempts: Option<u32>,
-    /// See [`QueueLimits::max_per_worker`].
-    pub max_per_worker: Option<u32>,
 }
 
 /// `[shutdown]`.
@@ -352,7 +351,7 @@ impl Settings {
         if self.tasks.delivery_qos > 1 {
             return invalid("tasks.delivery_qos", "must be 0 or 1");
         }
-        check_limits("tasks", &self.tasks.limits())?;
+        check_limits("tasks", &self.queue_limits_of(&QueueSettings::default()))?;
         for (name, q) in &self.queues {
             if !swarmq_worker::wire::is_valid_queue_name(name) {
                 return invalid(
@@ -393,16 +392,24 @@ impl Settings {
     pub fn queue_limits(&self, name: &str) -> QueueLimits {
         match self.queues.get(name) {
             Some(q) => self.queue_limits_of(q),
-            None => self.tasks.limits(),
+            None => self.default_queue_limits(),
         }
     }
 
+    /// Limits of a queue that is not declared: `[tasks]` alone.
+    pub fn default_queue_limits(&self) -> QueueLimits {
+        self.queue_limits_of(&QueueSettings::default())
+    }
+
     fn queue_limits_of(&self, q: &QueueSettings) -> QueueLimits {
-        let d = self.tasks.limits();
+        let d = &self.tasks;
         QueueLimits {
             max_length: q.max_length.unwrap_or(d.max_length),
             lease_timeout_ms: q.lease_timeout_ms.unwrap_or(d.lease_timeout_ms),
             max_attempts: q.max_attempts.unwrap_or(d.max_attempts),
+            backoff_ms: q.backoff_ms.unwrap_or(d.backoff_ms),
+            backoff_max_ms: q.backoff_max_ms.unwrap_or(d.backoff_max_ms),
+            jitter: q.jitter.unwrap_or(d.jitter),
             max_per_worker: q.max_per_worker.unwrap_or(d.max_per_worker),
         }
     }
@@ -426,8 +433,14 @@ fn check_limits(section: &str, l: &QueueLimits) -> Result<(), SettingsError> {
     if l.lease_timeout_ms < 100 {
         return invalid("lease_timeout_ms", "must be at least 100");
     }
-    if l.max_attempts == 0 {
-        return invalid("max_attempts", "must be at least 1");
+    if l.max_attempts == 0 || l.max_attempts > 100 {
+        return invalid("max_attempts", "must be between 1 and 100");
+    }
+    if l.backoff_ms > l.backoff_max_ms {
+        return invalid("backoff_ms", "must not exceed backoff_max_ms");
+    }
+    if l.backoff_max_ms > 31_536_000_000 {
+        return invalid("backoff_max_ms", "must be at most one year (31536000000)");
     }
     Ok(())
 }
@@ -467,7 +480,8 @@ mod tests {
             s.queue_limits("word_count").max_attempts,
             s.tasks.max_attempts
         );
-        assert_eq!(s.queue_limits("other"), s.tasks.limits());
+        assert_eq!(s.queue_limits("other").max_length, s.tasks.max_length);
+        assert_eq!(s.queue_limits("other").backoff_ms, 1000);
     }
 
     #[test]
@@ -502,6 +516,8 @@ mod tests {
         };
         assert!(bad("tasks.default_capacity", "0").contains("tasks.default_capacity"));
         assert!(bad("tasks.max_attempts", "0").contains("tasks.max_attempts"));
+        assert!(bad("tasks.max_attempts", "101").contains("tasks.max_attempts"));
+        assert!(bad("tasks.backoff_ms", "700000").contains("tasks.backoff_ms"));
         assert!(bad("tasks.delivery_qos", "2").contains("tasks.delivery_qos"));
         assert!(bad("mqtt.listen", "nonsense").contains("cannot load"));
         let e = Settings::load(&Sources {

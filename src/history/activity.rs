@@ -156,7 +156,10 @@ impl Activity {
                         w.last_seen_us = *at_us;
                     }
                 }
-                TaskEvent::Requeued { .. } | TaskEvent::Rejected { .. } => {}
+                TaskEvent::Requeued { .. }
+                | TaskEvent::Rejected { .. }
+                | TaskEvent::Ready { .. }
+                | TaskEvent::Progress { .. } => {}
                 TaskEvent::Finished {
                     queue,
                     status,

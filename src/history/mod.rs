@@ -1,7 +1,8 @@
 //! Task history and results: what happened to every task, kept on disk.
 //!
-//! The dispatcher reports each step of a task's life as a [`TaskEvent`] on a
-//! channel and moves on; it never waits for the history. The [`Recorder`]
+//! The engine reports each step of a task's life as a [`TaskEvent`] on a
+//! channel and moves on; it never waits for the history, and the history
+//! never calls back into the engine. The [`Recorder`]
 //! thread drains that channel every [`RECORD_INTERVAL`], folds the events of a
 //! batch into one write per task in the [`HistoryStore`] (fjall, in
 //! `<data_dir>/history`), and keeps the live [`Activity`] figures (workers,
@@ -17,7 +18,9 @@ mod store;
 
 pub(crate) use activity::SERIES_IN_MEMORY;
 pub use activity::{Activity, QueueRates, SeriesPoint, WorkerInfo};
-pub use recorder::{Backlog, EventSink, MAX_BACKLOG, RECORD_INTERVAL, Recorder};
+pub use recorder::{
+    Backlog, EventSink, LiveFigures, LiveSource, MAX_BACKLOG, RECORD_INTERVAL, Recorder,
+};
 pub use store::{HistoryError, HistoryStore, TaskFilter, TaskPage, WeakHistoryStore};
 pub(crate) use store::{MAX_SCAN, hex as hex_string, unhex};
 
@@ -25,12 +28,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use swarmq_worker::wire::Status;
 
-use crate::queue::{ReplyTo, StoredTask};
+pub use crate::engine::TaskEvent;
+use crate::engine::{ReplyTo, StoredTask};
 
 /// Where a task stands, as the history knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
+    /// Accepted, waiting for its countdown, ETA or retry backoff.
+    Scheduled,
     /// Accepted, waiting for a worker.
     Queued,
     /// Delivered to a worker, no result yet.
@@ -50,7 +56,8 @@ pub enum TaskState {
 
 impl TaskState {
     /// Every state, in the order the dashboard lists them.
-    pub const ALL: [TaskState; 7] = [
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Scheduled,
         TaskState::Queued,
         TaskState::Running,
         TaskState::Success,
@@ -63,6 +70,7 @@ impl TaskState {
     /// The lowercase name used in the API.
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskState::Scheduled => "scheduled",
             TaskState::Queued => "queued",
             TaskState::Running => "running",
             TaskState::Success => "success",
@@ -87,6 +95,7 @@ impl From<Status> for TaskState {
             Status::Rejected => TaskState::Rejected,
             Status::Expired => TaskState::Expired,
             Status::Revoked => TaskState::Revoked,
+            Status::Progress => TaskState::Running,
         }
     }
 }
@@ -140,6 +149,21 @@ pub struct TaskRecord {
     /// When the task expires if no worker takes it.
     #[serde(default)]
     pub expires_at_us: Option<u64>,
+    /// When a scheduled task becomes deliverable (countdown, ETA, backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_at_us: Option<u64>,
+    /// Its priority, 0 to 9.
+    #[serde(default)]
+    pub priority: u8,
+    /// Its own retry policy, when the submission gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::engine::RetryPolicy>,
+    /// The requester asked for progress reports.
+    #[serde(default)]
+    pub progress_wanted: bool,
+    /// The worker's latest progress report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Value>,
     /// The worker's return value, for `success`.
     #[serde(default)]
     pub result: Option<Value>,
@@ -150,14 +174,20 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
-    /// A record for a task just accepted.
+    /// A record for a task just accepted: `scheduled` when it has a due
+    /// time, `queued` otherwise.
     pub fn queued(task: StoredTask) -> TaskRecord {
+        let status = if task.not_before_us.is_some() {
+            TaskState::Scheduled
+        } else {
+            TaskState::Queued
+        };
         TaskRecord {
             summary: TaskSummary {
                 id: task.id,
                 queue: task.queue,
                 task: task.task,
-                status: TaskState::Queued,
+                status,
                 worker: None,
                 attempts: task.attempts,
                 submitted_at_us: task.submitted_at_us,
@@ -169,6 +199,11 @@ impl TaskRecord {
             reply: task.reply,
             user_properties: task.user_properties,
             expires_at_us: task.expires_at_us,
+            due_at_us: task.not_before_us,
+            priority: task.priority,
+            retry: task.retry,
+            progress_wanted: task.progress,
+            progress: None,
             result: None,
             error: None,
         }
@@ -199,24 +234,32 @@ impl TaskRecord {
             reply,
             user_properties: Vec::new(),
             expires_at_us: None,
+            due_at_us: None,
+            priority: 0,
+            retry: None,
+            progress_wanted: false,
+            progress: None,
             result: None,
             error: Some(error.to_string()),
         }
     }
 
-    /// The task as it can be submitted again (retry).
+    /// The task as it can be submitted again (retry), with its priority,
+    /// retry policy and progress wish.
     pub fn to_stored_task(&self) -> StoredTask {
         StoredTask {
-            id: self.summary.id.clone(),
-            queue: self.summary.queue.clone(),
-            task: self.summary.task.clone(),
-            args: self.args.clone(),
             kwargs: self.kwargs.clone(),
             reply: self.reply.clone(),
             user_properties: self.user_properties.clone(),
-            submitted_at_us: 0,
-            expires_at_us: None,
-            attempts: 0,
+            priority: self.priority,
+            retry: self.retry,
+            progress: self.progress_wanted,
+            ..StoredTask::new(
+                &self.summary.id,
+                &self.summary.queue,
+                &self.summary.task,
+                self.args.clone(),
+            )
         }
     }
 
@@ -256,6 +299,10 @@ impl TaskRecord {
             "result": self.result,
             "error": self.error,
             "expires_at_us": self.expires_at_us,
+            "due_at_us": self.due_at_us,
+            "priority": self.priority,
+            "retry": self.retry,
+            "progress": self.progress,
             "user_properties": self.user_properties,
             "reply_topic": self.reply.as_ref().map(|r| r.topic.clone()),
             "correlation_id": self.reply.as_ref().and_then(|r| r.correlation_id.clone()),
@@ -271,83 +318,4 @@ impl TaskRecord {
 
 fn ms(us: u64) -> f64 {
     (us as f64 / 1000.0 * 1000.0).round() / 1000.0
-}
-
-/// One step in a task's life, or a worker's, as the dispatcher reports it.
-#[derive(Debug, Clone)]
-pub enum TaskEvent {
-    /// Accepted into a queue (also on a retry, which starts the task over).
-    Submitted(Box<StoredTask>),
-    /// Delivered to a worker.
-    Started {
-        /// Task id.
-        id: String,
-        /// Worker client id.
-        worker: String,
-        /// This delivery's number, from 1.
-        attempt: u32,
-        /// When.
-        at_us: u64,
-    },
-    /// A delivery ended without a result; the task waits again.
-    Requeued {
-        /// Task id.
-        id: String,
-        /// Why (worker disconnected, lease expired, retry asked).
-        reason: String,
-        /// When.
-        at_us: u64,
-    },
-    /// The task is final.
-    Finished {
-        /// Task id.
-        id: String,
-        /// Queue, so a record trimmed by retention can still be counted.
-        queue: String,
-        /// Outcome.
-        status: Status,
-        /// Return value.
-        result: Option<Value>,
-        /// Error message.
-        error: Option<String>,
-        /// Worker that produced the result.
-        worker: Option<String>,
-        /// Deliveries made.
-        attempts: u32,
-        /// When.
-        at_us: u64,
-        /// Submission to result.
-        latency_us: u64,
-    },
-    /// A submission with an id was refused.
-    Rejected {
-        /// Task id.
-        id: String,
-        /// The queue named in the topic (possibly invalid).
-        queue: String,
-        /// Why.
-        error: String,
-        /// Where the requester wanted the result.
-        reply: Option<ReplyTo>,
-        /// When.
-        at_us: u64,
-    },
-    /// A worker subscribed to task queues (or changed its subscriptions).
-    WorkerSeen {
-        /// Client id.
-        id: String,
-        /// Capacity.
-        capacity: u32,
-        /// Queues it consumes now.
-        queues: Vec<String>,
-        /// When.
-        at_us: u64,
-    },
-    /// A worker disconnected.
-    WorkerLeft {
-        /// Client id.
-        id: String,
-        /// When.
-        at_us: u64,
-    },
 }

@@ -1,7 +1,7 @@
-//! [`Recorder`]: the thread that turns dispatcher events into history writes
+//! [`Recorder`]: the thread that turns engine events into history writes
 //! and live figures.
 //!
-//! The dispatcher sends on an unbounded channel and never blocks or wakes
+//! The engine sends on an unbounded channel and never blocks or wakes
 //! anyone: the recorder is not parked on the channel but polls it every
 //! [`RECORD_INTERVAL`], so a send is a plain queue push, with no futex wake-up
 //! per task on the publish path. Each poll takes everything queued as one
@@ -14,7 +14,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{Activity, HistoryStore, TaskEvent};
-use crate::dispatch::{Dispatcher, now_us};
+use crate::engine::{EventObserver, now_us};
+use crate::metrics::{Metrics, QueueSnapshot};
 use crate::settings::HistorySettings;
 
 /// How often the recorder drains the event channel.
@@ -55,7 +56,7 @@ impl Backlog {
     }
 }
 
-/// The dispatcher's end of the event channel. Cheap to clone.
+/// The engine's end of the event channel. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventSink {
     tx: Sender<TaskEvent>,
@@ -84,6 +85,25 @@ impl EventSink {
     }
 }
 
+impl EventObserver for EventSink {
+    fn observe(&self, event: TaskEvent) {
+        self.send(event);
+    }
+}
+
+/// The live figures each sample of the series takes, handed in by whoever
+/// wires the recorder (the history reads nothing of the engine itself).
+#[derive(Debug, Clone, Default)]
+pub struct LiveFigures {
+    /// Every queue's depth.
+    pub queues: Vec<QueueSnapshot>,
+    /// Workers online.
+    pub workers_online: usize,
+}
+
+/// Reads the live figures, once a second.
+pub type LiveSource = Box<dyn Fn() -> LiveFigures + Send>;
+
 /// The recorder thread. Stop it with [`Recorder::stop`], which writes what
 /// is still queued.
 #[derive(Debug)]
@@ -97,7 +117,8 @@ struct Worker {
     rx: Receiver<TaskEvent>,
     store: Option<HistoryStore>,
     activity: Arc<Activity>,
-    dispatcher: Dispatcher,
+    metrics: Arc<Metrics>,
+    live: LiveSource,
     settings: HistorySettings,
     stop: Arc<AtomicBool>,
     backlog: Arc<Backlog>,
@@ -105,7 +126,7 @@ struct Worker {
 
 impl Recorder {
     /// A new event channel holding at most `limit` events: the sink goes to
-    /// the dispatcher, the receiver to [`Recorder::spawn`].
+    /// the engine, the receiver to [`Recorder::spawn`].
     pub fn channel(limit: u64) -> (EventSink, Receiver<TaskEvent>, Arc<Backlog>) {
         let (tx, rx) = channel();
         let backlog = Arc::new(Backlog {
@@ -124,17 +145,19 @@ impl Recorder {
     }
 
     /// Starts the thread. Without a store (history disabled) it still keeps
-    /// the live figures.
+    /// the live figures; `live` is read once a second for the series.
     ///
     /// # Errors
     ///
     /// Fails when the OS refuses a thread.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         rx: Receiver<TaskEvent>,
         backlog: Arc<Backlog>,
         store: Option<HistoryStore>,
         activity: Arc<Activity>,
-        dispatcher: Dispatcher,
+        metrics: Arc<Metrics>,
+        live: LiveSource,
         settings: HistorySettings,
     ) -> std::io::Result<Recorder> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -142,7 +165,8 @@ impl Recorder {
             rx,
             store,
             activity,
-            dispatcher,
+            metrics,
+            live,
             settings,
             stop: stop.clone(),
             backlog,
@@ -245,12 +269,11 @@ impl Worker {
     }
 
     fn sample(&self) {
-        let queues = self.dispatcher.queues();
-        let online = self.dispatcher.workers().len();
+        let live = (self.live)();
         let now_ms = now_us() / 1000;
         let point = self
             .activity
-            .sample(self.dispatcher.metrics(), &queues, online, now_ms);
+            .sample(&self.metrics, &live.queues, live.workers_online, now_ms);
         if let Some(store) = &self.store {
             let cutoff = now_ms.saturating_sub(self.settings.series_retention_secs * 1000);
             if let Err(e) = store.save_point(&point, cutoff) {

@@ -238,10 +238,27 @@ impl HistoryStore {
                         s.started_at_us = Some(at_us);
                     }
                 }
-                TaskEvent::Requeued { id, reason, .. } => {
+                TaskEvent::Requeued {
+                    id, reason, due_us, ..
+                } => {
+                    if let Some(p) = self.pending(&mut pending, &id)? {
+                        p.record.summary.status = if due_us.is_some() {
+                            TaskState::Scheduled
+                        } else {
+                            TaskState::Queued
+                        };
+                        p.record.due_at_us = due_us;
+                        p.record.error = Some(reason);
+                    }
+                }
+                TaskEvent::Ready { id, .. } => {
                     if let Some(p) = self.pending(&mut pending, &id)? {
                         p.record.summary.status = TaskState::Queued;
-                        p.record.error = Some(reason);
+                    }
+                }
+                TaskEvent::Progress { id, progress, .. } => {
+                    if let Some(p) = self.pending(&mut pending, &id)? {
+                        p.record.progress = Some(progress);
                     }
                 }
                 TaskEvent::Finished {
@@ -551,21 +568,13 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::StoredTask;
+    use crate::engine::StoredTask;
     use swarmq_worker::wire::Status;
 
     fn submitted(id: &str, queue: &str, at: u64) -> TaskEvent {
         TaskEvent::Submitted(Box::new(StoredTask {
-            id: id.into(),
-            queue: queue.into(),
-            task: "t".into(),
-            args: vec![serde_json::json!(id)],
-            kwargs: Default::default(),
-            reply: None,
-            user_properties: vec![],
             submitted_at_us: at,
-            expires_at_us: None,
-            attempts: 0,
+            ..StoredTask::new(id, queue, "t", vec![serde_json::json!(id)])
         }))
     }
 

@@ -26,7 +26,7 @@ use swarmq_worker::wire::Status;
 
 use super::HttpState;
 use super::auth::{Caller, SESSION_COOKIE};
-use crate::dispatch::{ActionError, now_us};
+use crate::engine::{ActionError, RevokeOutcome, now_us, parse_rfc3339_us};
 use crate::history::{
     HistoryStore, MAX_SCAN, SERIES_IN_MEMORY, TaskFilter, TaskRecord, TaskState, unhex,
 };
@@ -137,7 +137,7 @@ impl From<ActionError> for ApiError {
             ActionError::NotFound(_) | ActionError::UnknownQueue(_) => {
                 ApiError::not_found(e.to_string())
             }
-            ActionError::Running(_) | ActionError::Unfinished(_) | ActionError::QueueFull(_) => {
+            ActionError::Unfinished(_) | ActionError::QueueFull(_) => {
                 ApiError::conflict(e.to_string())
             }
             ActionError::ShuttingDown => ApiError::new(
@@ -282,7 +282,7 @@ async fn me(caller: Caller, State(state): State<HttpState>) -> Json<Value> {
 }
 
 fn totals(state: &HttpState) -> Value {
-    let m = state.ctx.dispatcher.metrics();
+    let m = state.ctx.engine.metrics();
     json!({
         "submitted": m.submitted(),
         "succeeded": m.finished(Status::Success),
@@ -300,7 +300,7 @@ async fn overview(_: Caller, State(state): State<HttpState>) -> Json<Value> {
 
 fn overview_json(state: &HttpState) -> Value {
     let ctx = &state.ctx;
-    let queues = ctx.dispatcher.queues();
+    let queues = ctx.engine.queues();
     let s = &ctx.settings.history;
     json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -308,10 +308,11 @@ fn overview_json(state: &HttpState) -> Value {
         "open": ctx.auth.is_open(),
         "totals": totals(state),
         "now": ctx.activity.latest(),
-        "connections": ctx.dispatcher.metrics().connections(),
-        "workers_online": ctx.dispatcher.workers().len(),
+        "connections": ctx.engine.metrics().connections(),
+        "workers_online": ctx.engine.workers().len(),
         "queues": queues.len(),
         "waiting": queues.iter().map(|q| q.waiting).sum::<usize>(),
+        "scheduled": queues.iter().map(|q| q.scheduled).sum::<usize>(),
         "in_flight": queues.iter().map(|q| q.in_flight).sum::<usize>(),
         "queues_without_consumer": queues.iter().filter(|q| q.waiting > 0 && q.consumers == 0).map(|q| q.name.clone()).collect::<Vec<_>>(),
         "history": {
@@ -377,7 +378,7 @@ async fn events(
 async fn queues(_: Caller, State(state): State<HttpState>) -> Json<Value> {
     let names: Vec<String> = state
         .ctx
-        .dispatcher
+        .engine
         .queues()
         .into_iter()
         .map(|q| q.name)
@@ -388,19 +389,15 @@ async fn queues(_: Caller, State(state): State<HttpState>) -> Json<Value> {
 
 fn queue_json(state: &HttpState, name: &str) -> Option<Value> {
     let ctx = &state.ctx;
-    let q = ctx
-        .dispatcher
-        .queues()
-        .into_iter()
-        .find(|q| q.name == name)?;
+    let q = ctx.engine.queues().into_iter().find(|q| q.name == name)?;
     let consumers: Vec<Value> = ctx
-        .dispatcher
+        .engine
         .workers()
         .into_iter()
         .filter(|w| w.queues.iter().any(|n| n == name))
         .map(|w| json!({"worker": w.id, "capacity": w.capacity, "in_flight": w.in_flight}))
         .collect();
-    let limits = ctx.settings.queue_limits(name);
+    let limits = ctx.engine.limits(name);
     let warning = (q.waiting > 0 && q.consumers == 0).then(|| {
         format!(
             "{} task(s) waiting and no worker consumes this queue: subscribe one to $share/<group>/tasks/{name}",
@@ -410,6 +407,7 @@ fn queue_json(state: &HttpState, name: &str) -> Option<Value> {
     Some(json!({
         "name": q.name,
         "waiting": q.waiting,
+        "scheduled": q.scheduled,
         "in_flight": q.in_flight,
         "consumer_count": q.consumers,
         "consumers": consumers,
@@ -417,7 +415,10 @@ fn queue_json(state: &HttpState, name: &str) -> Option<Value> {
         "limits": {
             "max_length": limits.max_length,
             "lease_timeout_ms": limits.lease_timeout_ms,
-            "max_attempts": limits.max_attempts,
+            "max_attempts": limits.retry.max_attempts,
+            "backoff_ms": limits.retry.backoff_ms,
+            "backoff_max_ms": limits.retry.backoff_max_ms,
+            "jitter": limits.retry.jitter,
             "max_per_worker": limits.max_per_worker,
         },
         "warning": warning,
@@ -442,12 +443,13 @@ async fn queue(
         .ok_or_else(|| ApiError::not_found(format!("unknown queue `{name}`")))?;
     let waiting: Vec<Value> = state
         .ctx
-        .dispatcher
+        .engine
         .waiting_tasks(&name, limit)
         .unwrap_or_default()
         .into_iter()
         .map(|t| {
-            json!({"id": t.id, "task": t.task, "submitted_at_us": t.submitted_at_us, "attempts": t.attempts})
+            json!({"id": t.id, "task": t.task, "submitted_at_us": t.submitted_at_us,
+                "attempts": t.attempts, "priority": t.priority, "due_at_us": t.due_at_us})
         })
         .collect();
     v["next_waiting"] = Value::Array(waiting);
@@ -459,16 +461,15 @@ async fn purge(
     State(state): State<HttpState>,
     Path(name): Path<String>,
 ) -> ApiResult {
-    let (n, out) = state.ctx.dispatcher.purge(&name)?;
+    let n = state.ctx.engine.purge(&name)?;
     tracing::warn!(queue = %name, purged = n, user = ?caller.user, "queue purged through the API");
-    state.ctx.outbox.send_all(out).await;
     Ok(Json(json!({"queue": name, "purged": n})).into_response())
 }
 
 async fn workers(_: Caller, State(state): State<HttpState>) -> Json<Value> {
     let ctx = &state.ctx;
     let live: HashMap<String, _> = ctx
-        .dispatcher
+        .engine
         .workers()
         .into_iter()
         .map(|w| (w.id.clone(), w))
@@ -552,36 +553,7 @@ fn parse_time(field: &str, s: &str) -> Result<u64, ApiError> {
             .and_then(|ms| ms.checked_mul(1000))
             .ok_or_else(|| ApiError::bad_request(format!("{field} is out of range")));
     }
-    // humantime reads UTC (`Z`) only: take a numeric offset off and apply it.
-    let (utc, offset_s) = match s
-        .len()
-        .checked_sub(6)
-        .and_then(|i| s.get(i..).map(|o| (i, o)))
-    {
-        Some((i, o)) if matches!(o.as_bytes()[0], b'+' | b'-') && o.as_bytes()[3] == b':' => {
-            let h: i64 = o.get(1..3).and_then(|h| h.parse().ok()).ok_or_else(bad)?;
-            let m: i64 = o.get(4..6).and_then(|m| m.parse().ok()).ok_or_else(bad)?;
-            let sign = if o.starts_with('-') { -1 } else { 1 };
-            (format!("{}Z", &s[..i]), sign * (h * 3600 + m * 60))
-        }
-        _ => (s.to_string(), 0),
-    };
-    // humantime also stops at 1970: an earlier year (valid RFC 3339) is
-    // checked with 1970 in its place and then means "from the start".
-    if let Some(year) = utc.get(..4).and_then(|y| y.parse::<u32>().ok())
-        && year < 1970
-    {
-        humantime::parse_rfc3339_weak(&format!("1970{}", &utc[4..])).map_err(|_| bad())?;
-        return Ok(0);
-    }
-    let t = humantime::parse_rfc3339_weak(&utc).map_err(|_| bad())?;
-    let us = match t.duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => d.as_micros() as i128,
-        Err(e) => -(e.duration().as_micros() as i128),
-    };
-    // Local time = UTC + offset, so UTC = local - offset.
-    let us = us - i128::from(offset_s) * 1_000_000;
-    Ok(u64::try_from(us.max(0)).unwrap_or(u64::MAX))
+    parse_rfc3339_us(s).ok_or_else(bad)
 }
 
 /// A typed filter given as `name=` (empty) is a mistake, not "any".
@@ -677,27 +649,26 @@ async fn revoke(
     State(state): State<HttpState>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let out = match state.ctx.dispatcher.revoke(&id) {
-        Ok(out) => out,
-        Err(ActionError::NotFound(_)) => {
+    match state.ctx.engine.revoke(&id, "revoked by an operator") {
+        RevokeOutcome::Revoked => {
+            tracing::info!(task_id = %id, user = ?caller.user, "task revoked through the API");
+            Ok(Json(json!({"id": id, "status": "revoked"})).into_response())
+        }
+        RevokeOutcome::Finished | RevokeOutcome::Unknown => {
             let known = state
                 .ctx
                 .history
                 .as_ref()
                 .and_then(|h| h.get(&id).ok().flatten());
-            return Err(match known {
+            Err(match known {
                 Some(r) => ApiError::conflict(format!(
-                    "task `{id}` is already {}; only waiting tasks can be revoked",
+                    "task `{id}` is already {}; only unfinished tasks can be revoked",
                     r.summary.status.as_str()
                 )),
                 None => ApiError::not_found(format!("no unfinished task `{id}`")),
-            });
+            })
         }
-        Err(e) => return Err(e.into()),
-    };
-    tracing::info!(task_id = %id, user = ?caller.user, "task revoked through the API");
-    state.ctx.outbox.send_all(out).await;
-    Ok(Json(json!({"id": id, "status": "revoked"})).into_response())
+    }
 }
 
 async fn retry(
@@ -707,7 +678,7 @@ async fn retry(
 ) -> ApiResult {
     let record = history_record(&state, &id)?;
     let status = record.summary.status;
-    let unfinished = state.ctx.dispatcher.is_unfinished(&id);
+    let unfinished = state.ctx.engine.is_unfinished(&id);
     let retryable = matches!(
         status,
         TaskState::Failure | TaskState::Expired | TaskState::Revoked
@@ -722,12 +693,8 @@ async fn retry(
             }
         )));
     }
-    let out = state
-        .ctx
-        .dispatcher
-        .resubmit(record.to_stored_task(), Instant::now())?;
+    state.ctx.engine.resubmit(record.to_stored_task())?;
     tracing::info!(task_id = %id, user = ?caller.user, "task retried through the API");
-    state.ctx.outbox.send_all(out).await;
     Ok(Json(json!({"id": id, "status": "queued"})).into_response())
 }
 

@@ -22,10 +22,9 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::Dispatcher;
+use crate::engine::Engine;
 use crate::history::{Activity, Backlog, HistoryStore};
 use crate::metrics::{ActivityView, Metrics};
-use crate::mqtt::Outbox;
 use crate::settings::Settings;
 pub use auth::{Auth, AuthError, hash_password};
 
@@ -33,15 +32,13 @@ pub use auth::{Auth, AuthError, hash_password};
 #[derive(Clone)]
 pub struct HttpContext {
     /// The task engine.
-    pub dispatcher: Dispatcher,
+    pub engine: Engine,
     /// Task history, when enabled.
     pub history: Option<HistoryStore>,
     /// Live worker and rate figures.
     pub activity: Arc<Activity>,
     /// Users and sessions.
     pub auth: Arc<Auth>,
-    /// Publishes the results of operator actions.
-    pub outbox: Outbox,
     /// Events not yet recorded in the history.
     pub history_backlog: Arc<Backlog>,
     /// The settings the broker runs with.
@@ -157,9 +154,9 @@ async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     let ctx = &state.ctx;
-    let queues = ctx.dispatcher.queues();
-    let workers = ctx.dispatcher.workers().len();
-    let mut body = ctx.dispatcher.metrics().render(&queues, workers);
+    let queues = ctx.engine.queues();
+    let workers = ctx.engine.workers().len();
+    let mut body = ctx.engine.metrics().render(&queues, workers);
     let view = ActivityView {
         queues: ctx.activity.queue_counts(),
         workers: ctx

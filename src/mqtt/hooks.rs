@@ -1,14 +1,15 @@
-//! [`TaskHooks`]: translates rmqtt hook events into [`Dispatcher`] calls.
+//! [`TaskHooks`]: translates rmqtt hook events into [`Engine`] calls.
 //!
 //! Every hook runs inline on the session task of the client that caused it,
-//! so each handler here does a short, non-blocking dispatcher call and hands
-//! the resulting messages to the broker's channels.
+//! so each handler here does a short, non-blocking engine call; the engine
+//! sends what follows through its outbox itself.
 //!
 //! | event | topic / condition | action |
 //! |---|---|---|
 //! | `MessagePublishCheckAcl` | `tasks/<queue>` | submit; PUBACK follows only once stored |
 //! | `MessagePublishCheckAcl` | `swarmq/results/<queue>` | worker reply; consumed |
 //! | `MessagePublishCheckAcl` | `swarmq/history/get` | answer from the history; consumed |
+//! | `MessagePublishCheckAcl` | `swarmq/revoke` | revoke; the outcome to the reply topic; consumed |
 //! | `SessionSubscribed` | `$share/<g>/<filter>` matching a task topic | worker joins |
 //! | `SessionUnsubscribed` | same | worker leaves that queue |
 //! | `ClientConnected` | restored task subscriptions | worker joins |
@@ -16,7 +17,6 @@
 //! | `MessageExpiryCheck` | a task delivery | veto stale redeliveries |
 
 use std::hash::{Hash, Hasher};
-use std::time::Instant;
 
 use async_trait::async_trait;
 use rmqtt::codec::v5::PublishAckReason;
@@ -24,26 +24,26 @@ use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::session::Session;
 use rmqtt::types::{ConnectInfo, PublishAclResult, PublishResult};
 use serde_json::{Value, json};
-use swarmq_worker::wire::{HISTORY_GET_TOPIC, RESULTS_PREFIX, TASKS_PREFIX};
+use swarmq_worker::wire::{HISTORY_GET_TOPIC, RESULTS_PREFIX, REVOKE_TOPIC, TASKS_PREFIX};
 
 use super::{DISPATCHER_CLIENT_ID, Publisher};
-use crate::dispatch::{
-    ConnectionId, Dispatcher, Outbound, Submission, SubmitOutcome, WeakDispatcher,
+use crate::engine::{
+    ConnectionId, Effect, Engine, RevokeOutcome, Submission, SubmitOutcome, WeakEngine,
 };
-use crate::history::{HistoryStore, WeakHistoryStore};
+use crate::history::{HistoryStore, TaskState, WeakHistoryStore};
 use crate::metrics::RejectReason;
 
 /// Capacity an MQTT 5 client announces by leaving Receive Maximum at its
 /// default, which says nothing about how much work it can take.
 const SPEC_DEFAULT_RECEIVE_MAXIMUM: u16 = 65_535;
 
-/// The hook handler registered with rmqtt. It holds the dispatcher and the
+/// The hook handler registered with rmqtt. It holds the engine and the
 /// history weakly: rmqtt keeps its context (and so its handlers) alive in
 /// background tasks after the broker stops, and the stores must close when
 /// the app that owns them is dropped.
 #[derive(Clone)]
 pub(super) struct TaskHooks {
-    dispatcher: WeakDispatcher,
+    engine: WeakEngine,
     history: Option<WeakHistoryStore>,
     publisher: Publisher,
     default_capacity: u32,
@@ -51,7 +51,7 @@ pub(super) struct TaskHooks {
 
 /// The handler's state for one hook call, with strong references.
 struct Live {
-    dispatcher: Dispatcher,
+    engine: Engine,
     history: Option<HistoryStore>,
     publisher: Publisher,
     default_capacity: u32,
@@ -68,13 +68,13 @@ impl TaskHooks {
     ];
 
     pub(super) fn new(
-        dispatcher: Dispatcher,
+        engine: Engine,
         history: Option<HistoryStore>,
         publisher: Publisher,
         default_capacity: u32,
     ) -> Self {
         TaskHooks {
-            dispatcher: dispatcher.downgrade(),
+            engine: engine.downgrade(),
             history: history.as_ref().map(HistoryStore::downgrade),
             publisher,
             default_capacity,
@@ -84,7 +84,7 @@ impl TaskHooks {
     /// Strong references for one call; `None` once the app is gone.
     fn live(&self) -> Option<Live> {
         Some(Live {
-            dispatcher: self.dispatcher.upgrade()?,
+            engine: self.engine.upgrade()?,
             history: self.history.as_ref().and_then(WeakHistoryStore::upgrade),
             publisher: self.publisher.clone(),
             default_capacity: self.default_capacity,
@@ -107,44 +107,64 @@ impl Live {
                 .properties
                 .as_ref()
                 .and_then(|p| p.correlation_data.as_deref());
-            let out = self.dispatcher.complete(
-                &session.id.client_id,
-                correlation,
-                &publish.payload,
-                Instant::now(),
-            );
-            self.publisher.send_all(out).await;
+            self.engine
+                .answer(&session.id.client_id, correlation, &publish.payload);
             return Some(consumed());
         }
         if topic == HISTORY_GET_TOPIC {
             self.on_history_get(publish).await;
             return Some(consumed());
         }
+        if topic == REVOKE_TOPIC {
+            self.on_revoke(publish).await;
+            return Some(consumed());
+        }
         None
+    }
+
+    /// Revokes the task a `{"id": …}` request names and answers the outcome
+    /// on the request's reply topic, if it gave one: `revoked`, `finished`
+    /// (already final; the engine's memory or the history knows it) or
+    /// `unknown`.
+    async fn on_revoke(&self, publish: &rmqtt::types::Publish) {
+        let request = Request::read(publish);
+        let Some(id) = request.field("id") else {
+            tracing::warn!("revoke request without a string `id`; ignored");
+            request
+                .answer(
+                    &self.publisher,
+                    json!({"status": "invalid_request", "error": "a revoke request is a JSON object with a string `id`"}),
+                )
+                .await;
+            return;
+        };
+        let mut outcome = self.engine.revoke(&id, "revoked by request");
+        if outcome == RevokeOutcome::Unknown
+            && let Some(h) = &self.history
+            && let Ok(Some(record)) = h.get(&id)
+            && !matches!(
+                record.summary.status,
+                TaskState::Queued | TaskState::Scheduled | TaskState::Running
+            )
+        {
+            outcome = RevokeOutcome::Finished;
+        }
+        tracing::info!(task_id = %id, outcome = outcome.as_str(), "revoke requested over MQTT");
+        request
+            .answer(
+                &self.publisher,
+                json!({"id": id, "status": outcome.as_str()}),
+            )
+            .await;
     }
 
     /// Answers a history fetch on the requester's reply topic: the task's
     /// record as `GET /api/v1/tasks/{id}` gives it, or a `status` of
     /// `unknown` (no such task) or `invalid_request` (a malformed request).
     async fn on_history_get(&self, publish: &rmqtt::types::Publish) {
-        let props = publish.properties.as_ref();
-        let json: Option<Value> = serde_json::from_slice(&publish.payload).ok();
-        let field = |name: &str| {
-            json.as_ref()
-                .and_then(|v| v.get(name))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        let topic = props
-            .and_then(|p| p.response_topic.as_ref())
-            .map(|t| t.to_string())
-            .or_else(|| field("reply_to"));
-        let Some(topic) = topic.filter(|t| !t.is_empty() && !t.contains(['+', '#'])) else {
-            tracing::warn!("history request without a usable reply topic; ignored");
-            return;
-        };
-        let id = field("id");
-        let mut answer = match (&id, &self.history) {
+        let request = Request::read(publish);
+        let id = request.field("id");
+        let answer = match (&id, &self.history) {
             (None, _) => {
                 json!({"status": "invalid_request", "error": "a history request is a JSON object with a string `id`"})
             }
@@ -161,16 +181,7 @@ impl Live {
                 }
             },
         };
-        // The request's correlation_id wins over the task's own in the answer.
-        if let (Some(c), Value::Object(map)) = (field("correlation_id"), &mut answer) {
-            map.insert("correlation_id".into(), Value::String(c));
-        }
-        let reply = Outbound::Reply {
-            topic,
-            correlation_data: props.and_then(|p| p.correlation_data.clone()),
-            payload: answer.to_string().into(),
-        };
-        self.publisher.send_all(vec![reply]).await;
+        request.answer(&self.publisher, answer).await;
     }
 
     async fn on_task(&self, queue: &str, publish: &rmqtt::types::Publish) -> HookResult {
@@ -194,22 +205,11 @@ impl Live {
                 .and_then(|p| p.message_expiry_interval)
                 .map(|n| n.get()),
         };
-        let acl = match self.dispatcher.submit(submission, Instant::now()) {
-            SubmitOutcome::Accepted(out) => {
-                self.publisher.send_all(out).await;
-                // Allowed: rmqtt routes a copy to plain (observer) subscribers;
-                // the shared-subscription policy keeps it from worker groups.
-                PublishAclResult::allow()
-            }
-            SubmitOutcome::Duplicate => PublishAclResult::allow(),
-            SubmitOutcome::Rejected {
-                reason,
-                message,
-                reply,
-            } => {
-                if let Some(reply) = reply {
-                    self.publisher.send_all(vec![reply]).await;
-                }
+        let acl = match self.engine.submit(submission) {
+            // Allowed: rmqtt routes a copy to plain (observer) subscribers;
+            // the shared-subscription policy keeps it from worker groups.
+            SubmitOutcome::Accepted | SubmitOutcome::Duplicate => PublishAclResult::allow(),
+            SubmitOutcome::Rejected { reason, message } => {
                 let code = match reason {
                     RejectReason::InvalidPayload | RejectReason::PayloadTooLarge => {
                         PublishAckReason::PayloadFormatInvalid
@@ -252,20 +252,18 @@ impl Live {
             return;
         }
         let capacity = self.capacity(session).await;
-        let out = self.dispatcher.worker_subscribed(
+        self.engine.worker_subscribed(
             &session.id.client_id,
             connection_id(session),
             capacity,
             filter,
-            Instant::now(),
         );
-        self.publisher.send_all(out).await;
     }
 
     /// A persistent session that reconnects keeps its subscriptions without
     /// subscribing again: register the task ones.
     async fn on_connected(&self, session: &Session) {
-        self.dispatcher.metrics().connections_add(1);
+        self.engine.metrics().connections_add(1);
         let Ok(subs) = session.subscriptions().await else {
             return;
         };
@@ -279,6 +277,59 @@ impl Live {
         for f in filters {
             self.on_subscribed(session, &f, true).await;
         }
+    }
+}
+
+/// A request to the broker on one of its own topics (history fetch,
+/// revoke): its JSON and where the answer goes.
+struct Request {
+    json: Option<Value>,
+    topic: Option<String>,
+    correlation_data: Option<bytes::Bytes>,
+}
+
+impl Request {
+    fn read(publish: &rmqtt::types::Publish) -> Request {
+        let props = publish.properties.as_ref();
+        let json: Option<Value> = serde_json::from_slice(&publish.payload).ok();
+        let mut request = Request {
+            json,
+            topic: None,
+            correlation_data: props.and_then(|p| p.correlation_data.clone()),
+        };
+        request.topic = props
+            .and_then(|p| p.response_topic.as_ref())
+            .map(|t| t.to_string())
+            .or_else(|| request.field("reply_to"))
+            .filter(|t| !t.is_empty() && !t.contains(['+', '#', '\0']));
+        request
+    }
+
+    fn field(&self, name: &str) -> Option<String> {
+        self.json
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    /// Publishes `answer` to the reply topic, with the request's
+    /// `correlation_id` (3.1.1) and Correlation Data (MQTT 5).
+    async fn answer(&self, publisher: &Publisher, mut answer: Value) {
+        let Some(topic) = &self.topic else {
+            tracing::debug!("broker request without a usable reply topic; not answered");
+            return;
+        };
+        if let (Some(c), Value::Object(map)) = (self.field("correlation_id"), &mut answer) {
+            map.insert("correlation_id".into(), Value::String(c));
+        }
+        publisher
+            .send(Effect::Reply {
+                topic: topic.clone(),
+                correlation_data: self.correlation_data.clone(),
+                payload: answer.to_string().into(),
+            })
+            .await;
     }
 }
 
@@ -333,7 +384,7 @@ impl Handler for TaskHooks {
             }
             Parameter::SessionUnsubscribed(session, unsub) => {
                 if unsub.shared_group.is_some() && could_select_tasks(&unsub.topic_filter) {
-                    live.dispatcher
+                    live.engine
                         .worker_unsubscribed(&session.id.client_id, &unsub.topic_filter);
                 }
                 (true, acc)
@@ -343,13 +394,9 @@ impl Handler for TaskHooks {
                 (true, acc)
             }
             Parameter::ClientDisconnected(session, _reason) => {
-                live.dispatcher.metrics().connections_add(-1);
-                let out = live.dispatcher.worker_gone(
-                    &session.id.client_id,
-                    connection_id(session),
-                    Instant::now(),
-                );
-                live.publisher.send_all(out).await;
+                live.engine.metrics().connections_add(-1);
+                live.engine
+                    .worker_gone(&session.id.client_id, connection_id(session));
                 (true, acc)
             }
             Parameter::MessageExpiryCheck(session, from, publish) => {
@@ -363,9 +410,7 @@ impl Handler for TaskHooks {
                         .and_then(|p| p.correlation_data.as_deref())
                         .and_then(|c| std::str::from_utf8(c).ok());
                     if let Some(task_id) = task_id
-                        && !live
-                            .dispatcher
-                            .lease_held_by(task_id, &session.id.client_id)
+                        && !live.engine.lease_held_by(task_id, &session.id.client_id)
                     {
                         tracing::debug!(task_id, worker = %session.id.client_id, "stale task redelivery vetoed");
                         return (false, Some(HookResult::MessageExpiry));

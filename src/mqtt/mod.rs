@@ -1,11 +1,12 @@
-//! [`EmbeddedBroker`]: the rmqtt MQTT broker, embedded and wired to the dispatcher.
+//! [`EmbeddedBroker`]: the rmqtt MQTT broker, embedded and wired to the engine.
 //!
 //! This is the only module that names `rmqtt`. It builds the broker's context
 //! and its listeners (plain TCP, and TLS when a certificate is configured)
 //! from our [`MqttSettings`], installs the task-aware
 //! shared-subscription policy ([`shared`]) and the hooks ([`hooks`]) that turn
-//! MQTT events into [`Dispatcher`] calls, and publishes the dispatcher's
-//! [`Outbound`] messages back into the broker.
+//! MQTT events into [`Engine`] calls, and implements the engine's
+//! [`Outbox`] port: [`BrokerOutbox`] queues the engine's [`Effect`]s, and
+//! one publisher task hands them to rmqtt in the order they were decided.
 //!
 //! rmqtt has no shutdown API: [`EmbeddedBroker::run`] drops the server future
 //! when its token is cancelled, which closes the listener and every connection.
@@ -15,7 +16,7 @@ mod shared;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rmqtt::codec::types::{Publish as CodecPublish, QoS};
 use rmqtt::codec::v5::PublishProperties;
@@ -24,9 +25,10 @@ use rmqtt::net::{Builder, Listener};
 use rmqtt::server::MqttServer;
 use rmqtt::session::SessionState;
 use rmqtt::types::{From, Id, Publish};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::{Dispatcher, Outbound, TICK_INTERVAL};
+use crate::engine::{Effect, Engine, Outbox};
 use crate::history::HistoryStore;
 use crate::settings::{MqttSettings, TaskSettings};
 
@@ -69,6 +71,38 @@ pub enum BrokerError {
     },
 }
 
+/// The engine's effects port, as the broker implements it: a queue that
+/// the broker's publisher task drains.
+///
+/// The queue is unbounded because the engine must never block under its
+/// lock. What bounds it is the publisher task, which forwards each effect
+/// into rmqtt's per-session queues (themselves bounded by
+/// `mqtt.max_mqueue_len`) as fast as the engine produces them; it grows
+/// only while that task waits for a CPU.
+#[derive(Debug, Clone)]
+pub struct BrokerOutbox {
+    tx: UnboundedSender<Vec<Effect>>,
+}
+
+impl Outbox for BrokerOutbox {
+    fn send(&self, effects: Vec<Effect>) {
+        // Fails only once the broker has stopped, when nobody can receive.
+        let _ = self.tx.send(effects);
+    }
+}
+
+/// The receiving end of a [`BrokerOutbox`], handed to [`EmbeddedBroker::bind`].
+#[derive(Debug)]
+pub struct EffectQueue {
+    rx: UnboundedReceiver<Vec<Effect>>,
+}
+
+/// A new effects port for the engine and the queue the broker drains.
+pub fn outbox() -> (BrokerOutbox, EffectQueue) {
+    let (tx, rx) = unbounded_channel();
+    (BrokerOutbox { tx }, EffectQueue { rx })
+}
+
 /// The embedded broker, bound and ready to run.
 pub struct EmbeddedBroker {
     scx: ServerContext,
@@ -76,6 +110,7 @@ pub struct EmbeddedBroker {
     local_addr: SocketAddr,
     tls: Option<(Listener, SocketAddr)>,
     publisher: Publisher,
+    effects: EffectQueue,
 }
 
 impl std::fmt::Debug for EmbeddedBroker {
@@ -97,8 +132,9 @@ impl EmbeddedBroker {
     pub async fn bind(
         mqtt: &MqttSettings,
         tasks: &TaskSettings,
-        dispatcher: Dispatcher,
+        engine: Engine,
         history: Option<HistoryStore>,
+        effects: EffectQueue,
     ) -> Result<EmbeddedBroker, BrokerError> {
         let scx = ServerContext::new()
             .plugins_config_map_add(
@@ -133,12 +169,8 @@ impl EmbeddedBroker {
                 None,
             )),
         };
-        let handler = hooks::TaskHooks::new(
-            dispatcher,
-            history,
-            publisher.clone(),
-            tasks.default_capacity,
-        );
+        let handler =
+            hooks::TaskHooks::new(engine, history, publisher.clone(), tasks.default_capacity);
         let register = scx.extends.hook_mgr().register();
         for typ in hooks::TaskHooks::TYPES {
             register.add(typ, Box::new(handler.clone())).await;
@@ -168,6 +200,7 @@ impl EmbeddedBroker {
             local_addr,
             tls,
             publisher,
+            effects,
         })
     }
 
@@ -181,15 +214,8 @@ impl EmbeddedBroker {
         self.tls.as_ref().map(|(_, addr)| *addr)
     }
 
-    /// A handle that publishes dispatcher messages from outside the broker.
-    pub fn outbox(&self) -> Outbox {
-        Outbox {
-            publisher: self.publisher.clone(),
-        }
-    }
-
-    /// Serves MQTT and runs the lease/expiry sweep until `token` is cancelled.
-    pub async fn run(self, dispatcher: Dispatcher, token: CancellationToken) {
+    /// Serves MQTT and publishes the engine's effects until `token` is cancelled.
+    pub async fn run(self, token: CancellationToken) {
         let mut server =
             MqttServer::new(self.scx.clone()).listener_by_id(self.listener, LISTENER_ID);
         if let Some((listener, _)) = self.tls {
@@ -197,12 +223,12 @@ impl EmbeddedBroker {
         }
         let server = server.build();
         let publisher = self.publisher;
-        let sweep = async {
-            let mut interval = tokio::time::interval(TICK_INTERVAL);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                publisher.send_all(dispatcher.tick(Instant::now())).await;
+        let mut effects = self.effects.rx;
+        let publish = async {
+            while let Some(batch) = effects.recv().await {
+                for effect in batch {
+                    publisher.send(effect).await;
+                }
             }
         };
         tokio::select! {
@@ -211,7 +237,7 @@ impl EmbeddedBroker {
                     tracing::error!(error = %e, "MQTT server stopped");
                 }
             }
-            () = sweep => {}
+            () = publish => {}
             () = token.cancelled() => {
                 tracing::info!("MQTT broker stopping");
             }
@@ -251,27 +277,7 @@ fn bound_addr(listener: &Listener, asked: SocketAddr) -> Result<SocketAddr, Brok
     })
 }
 
-/// Publishes the [`Outbound`] messages of operator actions (revoke, purge,
-/// retry) into the broker. Cheap to clone.
-#[derive(Clone)]
-pub struct Outbox {
-    publisher: Publisher,
-}
-
-impl std::fmt::Debug for Outbox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outbox").finish_non_exhaustive()
-    }
-}
-
-impl Outbox {
-    /// Publishes `messages` in order.
-    pub async fn send_all(&self, messages: Vec<Outbound>) {
-        self.publisher.send_all(messages).await;
-    }
-}
-
-/// Publishes [`Outbound`] messages into the broker on the dispatcher's behalf.
+/// Publishes [`Effect`]s into the broker on the engine's behalf.
 #[derive(Clone)]
 pub(crate) struct Publisher {
     scx: ServerContext,
@@ -282,15 +288,9 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
-    pub(crate) async fn send_all(&self, messages: Vec<Outbound>) {
-        for m in messages {
-            self.send(m).await;
-        }
-    }
-
-    async fn send(&self, message: Outbound) {
-        let (publish, what) = match message {
-            Outbound::Deliver {
+    pub(crate) async fn send(&self, effect: Effect) {
+        let (publish, what) = match effect {
+            Effect::Deliver {
                 worker,
                 queue,
                 task_id,
@@ -315,7 +315,16 @@ impl Publisher {
                 );
                 (Publish::from(p).target_clientid(worker.into()), "task")
             }
-            Outbound::Reply {
+            Effect::Control { worker, payload } => (
+                Publish::from(codec_publish(
+                    swarmq_worker::wire::control_topic(&worker),
+                    payload,
+                    PublishProperties::default(),
+                    QoS::AtLeastOnce,
+                )),
+                "control notice",
+            ),
+            Effect::Reply {
                 topic,
                 correlation_data,
                 payload,

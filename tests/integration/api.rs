@@ -406,41 +406,52 @@ async fn admin_revokes_retries_and_purges_and_requesters_hear_of_it() {
     assert_eq!(told, ["r1", "r2", "r3"]);
     assert_eq!(api.get("/queues/idle").await.1["waiting"], 0);
 
-    // A running task cannot be revoked; a successful one cannot be retried.
+    // A running task is revoked too: its requester hears at once, the
+    // worker's later answer changes nothing. A successful task cannot be
+    // retried.
     let release = Arc::new(AtomicBool::new(false));
     let r = release.clone();
-    let (_w, _) = spawn_worker(&broker.url(), "api-slow", "slow", 1, "slow", move |_| {
+    let (_w, _) = spawn_worker(&broker.url(), "api-slow", "slow", 1, "slow", move |t| {
         let r = r.clone();
         async move {
             while !r.load(Ordering::Relaxed) {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
-            Ok::<_, TaskError>(json!("done"))
+            Ok::<_, TaskError>(json!(t.id))
         }
     });
     wait_consumers(&broker, "slow", 1).await;
     let client = Client::connect(&broker.url()).await.unwrap();
-    let pending = client
-        .submit(
+    let submit = |id: &str| {
+        client.submit(
             "slow",
             TaskRequest {
-                id: Some("busy".into()),
+                id: Some(id.into()),
                 task: Some("slow".into()),
                 ..TaskRequest::default()
             },
         )
-        .await
-        .unwrap();
+    };
+    let pending = submit("busy").await.unwrap();
     api.get_until("/tasks/busy", |v| v["status"] == "running")
         .await;
     let (status, v) = api.post("/tasks/busy/revoke").await;
-    assert_eq!((status, error_code(&v)), (409, "conflict"));
-    assert!(v["error"]["message"].as_str().unwrap().contains("running"));
+    assert_eq!(
+        (status, v),
+        (200, json!({"id": "busy", "status": "revoked"}))
+    );
+    let result = within("busy result", pending).await.unwrap();
+    assert_eq!(result.status, swarmq_worker::wire::Status::Revoked);
+    let done = submit("done").await.unwrap();
     release.store(true, Ordering::Relaxed);
-    within("busy result", pending).await.unwrap();
-    api.get_until("/tasks/busy", |v| v["status"] == "success")
+    assert_eq!(
+        within("done result", done).await.unwrap().result,
+        Some(json!("done"))
+    );
+    api.get_until("/tasks/done", |v| v["status"] == "success")
         .await;
-    let (status, v) = api.post("/tasks/busy/retry").await;
+    assert_eq!(api.get("/tasks/busy").await.1["status"], "revoked");
+    let (status, v) = api.post("/tasks/done/retry").await;
     assert_eq!((status, error_code(&v)), (409, "conflict"));
 }
 

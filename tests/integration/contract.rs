@@ -86,7 +86,7 @@ async fn v311_requester_v311_worker_and_wildcard_observer_together() {
     worker.subscribe("$share/g/tasks/q311").await;
     wait_consumers(&broker, "q311", 1).await;
     // 3.1.1 has no Receive Maximum: the configured default capacity applies.
-    assert_eq!(broker.dispatcher.workers()[0].capacity, 1);
+    assert_eq!(broker.engine.workers()[0].capacity, 1);
     // A v5 requester and a 3.1.1 requester at once.
     let mut v5 = V5Peer::connect(broker.mqtt, "v5-req").await;
     v5.subscribe("replies/v5").await;
@@ -325,7 +325,7 @@ async fn full_queue_refuses_instead_of_dropping() {
     let r: serde_json::Value = serde_json::from_slice(&v4.next_publish().await.payload).unwrap();
     assert_eq!(r["status"], "rejected");
     // The three accepted tasks are all still there.
-    assert_eq!(broker.dispatcher.queues()[0].waiting, 3);
+    assert_eq!(broker.engine.queues()[0].waiting, 3);
 }
 
 #[tokio::test]
@@ -369,7 +369,7 @@ async fn duplicate_id_is_acknowledged_but_not_run_twice() {
             .await;
         assert_eq!(code, PubAckReason::Success);
     }
-    assert_eq!(broker.dispatcher.queues()[0].waiting, 1);
+    assert_eq!(broker.engine.queues()[0].waiting, 1);
     let (_, metrics) = broker.http_get("/metrics").await;
     assert!(metrics.contains("swarmq_tasks_duplicate_total 2"));
 }
@@ -389,7 +389,7 @@ async fn plain_subscriber_observes_a_copy_without_taking_the_task() {
     let copy = observer.next_publish().await;
     assert_eq!(json(&copy)["args"], json!(["a"]));
     // Still waiting for a worker: the observer took nothing.
-    assert_eq!(broker.dispatcher.queues()[0].waiting, 1);
+    assert_eq!(broker.engine.queues()[0].waiting, 1);
     let (_w, _) = spawn_worker(
         &broker.url(),
         "w-obs",
@@ -399,14 +399,15 @@ async fn plain_subscriber_observes_a_copy_without_taking_the_task() {
         |_| async { Ok(json!(1)) },
     );
     eventually("task done", || async {
-        broker.dispatcher.queues()[0].waiting == 0 && broker.dispatcher.in_flight() == 0
+        broker.engine.queues()[0].waiting == 0 && broker.engine.in_flight() == 0
     })
     .await;
 }
 
 #[tokio::test]
 async fn worker_may_ask_for_retry_and_errors_and_panics_become_failures() {
-    let broker = TestBroker::start_with(&[("tasks.max_attempts", "3")]).await;
+    let broker =
+        TestBroker::start_with(&[("tasks.max_attempts", "3"), ("tasks.backoff_ms", "50")]).await;
     let (_w, _) = spawn_worker(
         &broker.url(),
         "w-flaky",
@@ -484,7 +485,7 @@ async fn message_expiry_answers_expired_when_no_worker_took_the_task() {
     req.publish_acked("tasks/nobody", "{}", props).await;
     let r = json(&req.next_publish().await);
     assert_eq!(r["status"], "expired");
-    assert_eq!(broker.dispatcher.queues()[0].waiting, 0);
+    assert_eq!(broker.engine.queues()[0].waiting, 0);
 }
 
 #[tokio::test]

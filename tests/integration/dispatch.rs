@@ -30,7 +30,7 @@ async fn backlog_of_200_waits_for_workers_then_runs_exactly_once() {
     }
     eventually("200 queued", || async {
         broker
-            .dispatcher
+            .engine
             .queues()
             .iter()
             .any(|q| q.name == "backlog" && q.waiting == 200)
@@ -139,7 +139,7 @@ async fn killed_worker_tasks_go_to_another_worker_with_one_result_each() {
         doomed.next_publish().await;
     }
     eventually("3 in flight on doomed", || async {
-        broker.dispatcher.in_flight() == 3
+        broker.engine.in_flight() == 3
     })
     .await;
     doomed.kill();

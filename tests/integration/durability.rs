@@ -16,13 +16,13 @@ use serde_json::json;
 use crate::support::*;
 
 /// The swarmq binary, started on ephemeral ports.
-struct BrokerProcess {
+pub(crate) struct BrokerProcess {
     child: Child,
-    mqtt: SocketAddr,
+    pub(crate) mqtt: SocketAddr,
 }
 
 impl BrokerProcess {
-    fn start(data_dir: &Path) -> BrokerProcess {
+    pub(crate) fn start(data_dir: &Path) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_swarmq"))
             .args([
                 "serve",
@@ -57,7 +57,7 @@ impl BrokerProcess {
         BrokerProcess { child, mqtt }
     }
 
-    fn kill_9(&mut self) {
+    pub(crate) fn kill_9(&mut self) {
         // Child::kill sends SIGKILL on Unix: no chance to flush anything.
         self.child.kill().expect("kill -9");
         let _ = self.child.wait();

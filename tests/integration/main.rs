@@ -12,5 +12,6 @@ mod dispatch;
 mod durability;
 mod http;
 mod interop;
+mod lifecycle;
 mod support;
 mod tls;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, Publish, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use swarmq::{App, Dispatcher, Settings, Sources};
+use swarmq::{App, Engine, Settings, Sources};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +22,7 @@ pub struct TestBroker {
     /// The TLS listener, when the settings configure one.
     pub mqtts: Option<SocketAddr>,
     pub http: SocketAddr,
-    pub dispatcher: Dispatcher,
+    pub engine: Engine,
     token: CancellationToken,
     run: Option<tokio::task::JoinHandle<()>>,
     sources: Sources,
@@ -75,14 +75,14 @@ impl TestBroker {
 
     fn run_app(app: App, sources: Sources, data_dir: Arc<tempfile::TempDir>) -> TestBroker {
         let (mqtt, mqtts, http) = (app.mqtt_addr(), app.mqtt_tls_addr(), app.http_addr());
-        let dispatcher = app.dispatcher().clone();
+        let engine = app.engine().clone();
         let token = CancellationToken::new();
         let run = tokio::spawn(app.run(token.clone()));
         TestBroker {
             mqtt,
             mqtts,
             http,
-            dispatcher,
+            engine,
             token,
             run: Some(run),
             sources,
@@ -447,9 +447,9 @@ where
     (token, handle)
 }
 
-/// Waits until the dispatcher lists `n` consumers on `queue`.
+/// Waits until the engine lists `n` consumers on `queue`.
 pub async fn wait_consumers(broker: &TestBroker, queue: &str, n: usize) {
-    let d = broker.dispatcher.clone();
+    let d = broker.engine.clone();
     let q = queue.to_string();
     eventually(&format!("{n} consumers on {queue}"), move || {
         let d = d.clone();

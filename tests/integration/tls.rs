@@ -183,7 +183,7 @@ async fn clients_that_cannot_verify_the_broker_or_skip_tls_are_refused_and_nothi
     // Neither attempt reached the queue, and both listeners still serve.
     assert_eq!(
         broker
-            .dispatcher
+            .engine
             .queues()
             .iter()
             .map(|q| q.waiting)

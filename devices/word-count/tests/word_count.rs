@@ -57,7 +57,7 @@ async fn count_prints_the_original_top_five() {
     .unwrap();
     let app = App::build(settings).await.unwrap();
     let url = format!("mqtt://{}", app.mqtt_addr());
-    let dispatcher = app.dispatcher().clone();
+    let engine = app.engine().clone();
     let token = CancellationToken::new();
     tokio::spawn(app.run(token.clone()));
 
@@ -82,7 +82,7 @@ async fn count_prints_the_original_top_five() {
         })
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !dispatcher
+    while !engine
         .queues()
         .iter()
         .any(|q| q.name == "word_count" && q.consumers == 2)
@@ -103,7 +103,7 @@ async fn count_prints_the_original_top_five() {
         ["would 12", "which 8", "their 8", "caught 6", "Farmer 6"]
     );
     assert!(lines[5].starts_with("2190 tasks in "), "{}", lines[5]);
-    assert!(dispatcher.workers().iter().all(|w| w.in_flight == 0));
+    assert!(engine.workers().iter().all(|w| w.in_flight == 0));
 
     // A simulated device at 200 tasks/s, stopped after 50 tasks.
     let args = [

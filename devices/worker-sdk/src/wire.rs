@@ -18,6 +18,19 @@ pub const TASKS_PREFIX: &str = "tasks/";
 /// Topic prefix the broker gives workers to answer on: `swarmq/results/<queue>`.
 pub const RESULTS_PREFIX: &str = "swarmq/results/";
 
+/// Topic a client publishes `{"id": "<task id>"}` to, to revoke a task; the
+/// outcome (`revoked`, `finished` or `unknown`) goes to its reply topic.
+pub const REVOKE_TOPIC: &str = "swarmq/revoke";
+
+/// Topic prefix of the broker's notices to one worker:
+/// `swarmq/control/<client id>` (for example `{"cancel": "<task id>"}`).
+pub const CONTROL_PREFIX: &str = "swarmq/control/";
+
+/// Returns the control topic of the worker with client id `client_id`.
+pub fn control_topic(client_id: &str) -> String {
+    format!("{CONTROL_PREFIX}{client_id}")
+}
+
 /// Topic a client publishes `{"id": "<task id>"}` to, to fetch a task's
 /// record (status, result, timings) from the broker's history; the answer goes
 /// to its Response Topic (MQTT 5) or `reply_to` field (3.1.1).
@@ -106,9 +119,10 @@ fn one() -> u32 {
 
 /// What a worker publishes to the task's `reply_to`.
 ///
-/// On the wire this is `{"result": …}` or `{"error": "…", "retry": bool}`, plus
-/// `"id"` for 3.1.1 workers. A payload that is not such an object is taken as
-/// the result itself (see [`WorkerReply::from_json`]).
+/// On the wire this is `{"result": …}`, `{"error": "…", "retry": bool,
+/// "retry_in": seconds}` or `{"progress": …}`, plus `"id"` for 3.1.1 workers.
+/// A payload that is not such an object is taken as the result itself (see
+/// [`WorkerReply::from_json`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum WorkerReply {
     /// The task ran; its return value.
@@ -119,27 +133,44 @@ pub enum WorkerReply {
         error: String,
         /// The worker asks for another attempt.
         retry: bool,
+        /// Seconds to wait before that attempt, instead of the queue's backoff.
+        retry_in: Option<f64>,
     },
+    /// Not an answer: the task is still running and reports how far it got.
+    /// Renews the lease.
+    Progress(Value),
 }
 
 impl WorkerReply {
     /// Interprets a worker's reply payload, already parsed as JSON.
     ///
     /// An object with `result` is a success, one with `error` a failure (a
-    /// non-string `error` is rendered as JSON text); anything else is the
-    /// result itself, less an `id` field a 3.1.1 worker added.
+    /// non-string `error` is rendered as JSON text; a `retry_in` that is not
+    /// a non-negative number is ignored), one with `progress` and neither of
+    /// those a progress report; anything else is the result itself, less an
+    /// `id` field a 3.1.1 worker added.
     pub fn from_json(value: Value) -> WorkerReply {
         match value {
             Value::Object(mut map) => {
                 if let Some(error) = map.remove("error") {
                     let retry = map.get("retry").and_then(Value::as_bool).unwrap_or(false);
+                    let retry_in = map
+                        .get("retry_in")
+                        .and_then(Value::as_f64)
+                        .filter(|s| s.is_finite() && *s >= 0.0);
                     let error = match error {
                         Value::String(s) => s,
                         other => other.to_string(),
                     };
-                    WorkerReply::Failure { error, retry }
+                    WorkerReply::Failure {
+                        error,
+                        retry,
+                        retry_in,
+                    }
                 } else if let Some(result) = map.remove("result") {
                     WorkerReply::Success(result)
+                } else if let Some(progress) = map.remove("progress") {
+                    WorkerReply::Progress(progress)
                 } else {
                     map.remove("id");
                     WorkerReply::Success(Value::Object(map))
@@ -160,11 +191,21 @@ impl WorkerReply {
             WorkerReply::Success(v) => {
                 map.insert("result".into(), v.clone());
             }
-            WorkerReply::Failure { error, retry } => {
+            WorkerReply::Failure {
+                error,
+                retry,
+                retry_in,
+            } => {
                 map.insert("error".into(), Value::String(error.clone()));
                 if *retry {
                     map.insert("retry".into(), Value::Bool(true));
                 }
+                if let Some(s) = retry_in {
+                    map.insert("retry_in".into(), Value::from(*s));
+                }
+            }
+            WorkerReply::Progress(v) => {
+                map.insert("progress".into(), v.clone());
             }
         }
         Value::Object(map)
@@ -183,8 +224,12 @@ pub enum Status {
     Rejected,
     /// The task's message expiry passed before a worker took it.
     Expired,
-    /// An operator revoked the task (or purged its queue) before a worker took it.
+    /// The task was revoked (by its requester or an operator, or its queue
+    /// was purged).
     Revoked,
+    /// Not final: a progress report of a running task, sent only to
+    /// requesters that asked for it (`"progress": true`).
+    Progress,
 }
 
 impl Status {
@@ -196,6 +241,7 @@ impl Status {
             Status::Rejected => "rejected",
             Status::Expired => "expired",
             Status::Revoked => "revoked",
+            Status::Progress => "progress",
         }
     }
 }
@@ -234,6 +280,9 @@ pub struct TaskResult {
     /// The requester's `correlation_id`, echoed (3.1.1 requesters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// The worker's latest report, for `progress` messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Value>,
 }
 
 impl TaskResult {
@@ -278,14 +327,16 @@ mod tests {
             WorkerReply::from_json(json!({"id": "t1", "error": "boom", "retry": true})),
             WorkerReply::Failure {
                 error: "boom".into(),
-                retry: true
+                retry: true,
+                retry_in: None,
             }
         );
         assert_eq!(
             WorkerReply::from_json(json!({"error": {"code": 3}})),
             WorkerReply::Failure {
                 error: "{\"code\":3}".into(),
-                retry: false
+                retry: false,
+                retry_in: None,
             }
         );
         assert_eq!(
@@ -307,10 +358,24 @@ mod tests {
         let reply = WorkerReply::Failure {
             error: "x".into(),
             retry: true,
+            retry_in: Some(2.5),
         };
         assert_eq!(WorkerReply::from_json(reply.to_json(Some("id1"))), reply);
         let ok = WorkerReply::Success(json!({"k": 1}));
         assert_eq!(WorkerReply::from_json(ok.to_json(None)), ok);
+        let progress = WorkerReply::Progress(json!({"done": 3, "of": 10}));
+        assert_eq!(
+            WorkerReply::from_json(progress.to_json(Some("t"))),
+            progress
+        );
+        assert_eq!(
+            WorkerReply::from_json(json!({"error": "e", "retry": true, "retry_in": -1})),
+            WorkerReply::Failure {
+                error: "e".into(),
+                retry: true,
+                retry_in: None
+            }
+        );
     }
 
     #[test]
@@ -327,6 +392,7 @@ mod tests {
             queued_ms: Some(0.4),
             run_ms: Some(0.1),
             correlation_id: None,
+            progress: None,
         };
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["status"], "success");

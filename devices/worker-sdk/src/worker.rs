@@ -363,7 +363,7 @@ impl Worker {
                         let error = if e.is_panic() { "handler panicked" } else { "handler was cancelled" };
                         tracing::error!(task_id, error, "task failed");
                         counters.failed.fetch_add(1, Ordering::Relaxed);
-                        let reply = WorkerReply::Failure { error: error.into(), retry: false };
+                        let reply = WorkerReply::Failure { error: error.into(), retry: false, retry_in: None };
                         let _ = client.try_publish_with_properties(
                             reply_to, QoS::AtLeastOnce, false,
                             reply.to_json(Some(&task_id)).to_string(),
@@ -494,6 +494,7 @@ impl Worker {
                     tracing::warn!(task_id = %id, error = %e, "task failed");
                     WorkerReply::Failure {
                         retry: e.is_retryable(),
+                        retry_in: None,
                         error: match e {
                             TaskError::Failed(m) | TaskError::Retry(m) => m,
                         },

@@ -1,0 +1,187 @@
+//! Operator and requester actions: revoke a task in any unfinished stage,
+//! purge a queue, run a finished task again.
+
+use super::dispatch::cancel_message;
+use super::finish::Outcome;
+use super::submit::new_key;
+use super::task::{StoredTask, TaskKey};
+use super::{Engine, Stage};
+
+/// Why an action was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// No unfinished task has this id.
+    #[error("no unfinished task `{0}`")]
+    NotFound(String),
+    /// The task is still unfinished, so it cannot be run again.
+    #[error("task `{0}` is still unfinished")]
+    Unfinished(String),
+    /// No such queue.
+    #[error("unknown queue `{0}`")]
+    UnknownQueue(String),
+    /// The queue holds its maximum.
+    #[error("queue `{0}` is full")]
+    QueueFull(String),
+    /// The broker is shutting down.
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    /// The task could not be stored.
+    #[error("task not stored")]
+    Store(#[from] super::StoreError),
+}
+
+/// What a revoke found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// The task was scheduled, queued or running and is now revoked; it
+    /// never runs again.
+    Revoked,
+    /// The task had already finished.
+    Finished,
+    /// No task with this id is known to the engine.
+    Unknown,
+}
+
+impl RevokeOutcome {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevokeOutcome::Revoked => "revoked",
+            RevokeOutcome::Finished => "finished",
+            RevokeOutcome::Unknown => "unknown",
+        }
+    }
+}
+
+impl Engine {
+    /// Revokes task `id` in whatever unfinished stage it is: a scheduled or
+    /// queued task is taken out; a running task's worker is sent `{"cancel":
+    /// id}` on its control topic, and its later answer is ignored. The
+    /// requester gets `revoked` at once. The removal is made durable before
+    /// this returns, so the task never runs again, not even after a restart.
+    pub fn revoke(&self, id: &str, why: &str) -> RevokeOutcome {
+        let mut st = self.lock();
+        let Some(&key) = st.ids.get(id) else {
+            return if st.recent_done_set.contains(id) {
+                RevokeOutcome::Finished
+            } else {
+                RevokeOutcome::Unknown
+            };
+        };
+        let mut fx = Vec::new();
+        let (queue, holder) = match st.tasks.get(&key) {
+            Some(e) => (
+                e.task.queue.clone(),
+                match &e.stage {
+                    Stage::Leased(l) => Some(l.worker.clone()),
+                    _ => None,
+                },
+            ),
+            None => return RevokeOutcome::Unknown,
+        };
+        if let Some(worker) = &holder {
+            fx.push(cancel_message(worker, id));
+        }
+        tracing::info!(task_id = id, queue, running_on = ?holder, "task revoked");
+        self.finish(&mut st, key, Outcome::revoked(why), &mut fx);
+        if let Err(e) = self.inner.store.flush() {
+            tracing::error!(task_id = id, error = %e, "cannot make a revoke durable");
+        }
+        if holder.is_some() {
+            // Its worker's slot is free.
+            self.pump(&mut st, &queue, &mut fx);
+        }
+        self.commit(st, fx);
+        RevokeOutcome::Revoked
+    }
+
+    /// Revokes every task waiting in `queue`, scheduled or deliverable (tasks
+    /// with workers finish normally). Returns how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// [`ActionError::UnknownQueue`] when there is no such queue.
+    pub fn purge(&self, queue: &str) -> Result<usize, ActionError> {
+        let mut st = self.lock();
+        if !st.queues.contains_key(queue) {
+            return Err(ActionError::UnknownQueue(queue.to_string()));
+        }
+        let mut keys: Vec<TaskKey> = st
+            .tasks
+            .iter()
+            .filter(|(_, e)| e.task.queue == queue && !matches!(e.stage, Stage::Leased(_)))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort_unstable();
+        let mut fx = Vec::new();
+        for &key in &keys {
+            self.finish(
+                &mut st,
+                key,
+                Outcome::revoked("queue purged by an operator"),
+                &mut fx,
+            );
+        }
+        if let Err(e) = self.inner.store.flush() {
+            tracing::error!(queue, error = %e, "cannot make a purge durable");
+        }
+        tracing::warn!(queue, tasks = keys.len(), "queue purged");
+        self.commit(st, fx);
+        Ok(keys.len())
+    }
+
+    /// Submits a finished task again under its own id, as new: attempts
+    /// start over, options (priority, retry policy) are kept, and the result
+    /// goes to its original reply topic.
+    ///
+    /// # Errors
+    ///
+    /// [`ActionError::Unfinished`] while the id is still unfinished; the
+    /// errors of a submission (unknown or full queue, shutting down, store).
+    pub fn resubmit(&self, mut task: StoredTask) -> Result<(), ActionError> {
+        let mut st = self.lock();
+        if !st.accepting {
+            return Err(ActionError::ShuttingDown);
+        }
+        if st.ids.contains_key(&task.id) {
+            return Err(ActionError::Unfinished(task.id));
+        }
+        if !st.queues.contains_key(&task.queue) {
+            if !self.inner.config.auto_create_queues {
+                return Err(ActionError::UnknownQueue(task.queue));
+            }
+            self.ensure_queue(&mut st, &task.queue);
+        }
+        if let Some(q) = st.queues.get(&task.queue)
+            && q.len() >= q.limits.max_length
+        {
+            return Err(ActionError::QueueFull(task.queue));
+        }
+        let key = new_key(&mut st);
+        task.submitted_at_us = self.now_us();
+        task.attempts = 0;
+        task.expires_at_us = None;
+        task.not_before_us = None;
+        task.last_error = None;
+        st.recent_done_set.remove(&task.id);
+        let queue = task.queue.clone();
+        tracing::info!(task_id = %task.id, queue, "task run again");
+        self.admit(&mut st, key, task)?;
+        let mut fx = Vec::new();
+        self.pump(&mut st, &queue, &mut fx);
+        self.commit(st, fx);
+        Ok(())
+    }
+
+    /// Stops accepting submissions (they are rejected as `shutting_down`).
+    pub fn stop_accepting(&self) {
+        self.lock().accepting = false;
+    }
+
+    /// Makes pending store writes (buffered removals) durable; called on shutdown.
+    pub fn flush_store(&self) {
+        if let Err(e) = self.inner.store.flush() {
+            tracing::error!(error = %e, "cannot flush the queue store");
+        }
+    }
+}

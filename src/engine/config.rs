@@ -1,0 +1,114 @@
+//! [`EngineConfig`]: what the engine is told, and nothing else of the settings.
+//!
+//! `app` builds it from the configuration tree; the engine never sees
+//! `Settings`, so it can be constructed in a test from plain values.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The engine's own configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// Largest task payload accepted, in bytes.
+    pub max_payload_bytes: usize,
+    /// Create a queue on its first task or exact worker subscription.
+    pub auto_create_queues: bool,
+    /// Finished task ids remembered, so a resubmission is not run twice.
+    pub dedupe_window: usize,
+    /// Limits of every queue not declared in `queues`.
+    pub default_limits: QueueLimits,
+    /// Declared queues and their limits.
+    pub queues: BTreeMap<String, QueueLimits>,
+}
+
+impl EngineConfig {
+    /// The limits of queue `name`.
+    pub fn limits(&self, name: &str) -> QueueLimits {
+        self.queues
+            .get(name)
+            .copied()
+            .unwrap_or(self.default_limits)
+    }
+}
+
+/// Limits of one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Most tasks held (scheduled + waiting + in flight).
+    pub max_length: usize,
+    /// How long a worker may hold a task without answering or reporting
+    /// progress, in milliseconds.
+    pub lease_timeout_ms: u64,
+    /// Most unfinished tasks of this queue per worker (0 = no cap).
+    pub max_per_worker: u32,
+    /// Attempts and backoff of the queue's tasks, unless a task overrides it.
+    pub retry: RetryPolicy,
+}
+
+/// How often and how late a task is tried again.
+///
+/// Every delivery is an attempt. After attempt `n` failed with a retry asked
+/// for, the next one is delayed by `d = min(backoff_max_ms, backoff_ms *
+/// 2^(n-1))`, or by a uniform time in `[d/2, d]` with `jitter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Deliveries before the task fails for good (1 to 100).
+    pub max_attempts: u32,
+    /// Delay after the first failed attempt, in milliseconds.
+    pub backoff_ms: u64,
+    /// Longest delay, in milliseconds.
+    pub backoff_max_ms: u64,
+    /// Spread each delay uniformly over its upper half.
+    pub jitter: bool,
+}
+
+/// Most attempts a task may be given.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// Longest backoff or countdown the engine accepts: one year, in milliseconds.
+pub const MAX_DELAY_MS: u64 = 31_536_000_000;
+
+impl RetryPolicy {
+    /// The delay before the attempt that follows failed attempt `attempt`
+    /// (from 1), with `unit` a uniform random number in `[0, 1)` for the jitter.
+    pub fn delay_ms(&self, attempt: u32, unit: f64) -> u64 {
+        let exp = attempt.saturating_sub(1).min(63);
+        let d = self
+            .backoff_ms
+            .saturating_mul(1u64.checked_shl(exp).unwrap_or(u64::MAX))
+            .min(self.backoff_max_ms);
+        if self.jitter {
+            let half = d / 2;
+            half + ((d - half) as f64 * unit.clamp(0.0, 1.0)) as u64
+        } else {
+            d
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_jitter_stays_in_the_upper_half() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            backoff_ms: 1000,
+            backoff_max_ms: 5000,
+            jitter: false,
+        };
+        let delays: Vec<u64> = (1..=5).map(|n| p.delay_ms(n, 0.5)).collect();
+        assert_eq!(delays, [1000, 2000, 4000, 5000, 5000]);
+        let j = RetryPolicy { jitter: true, ..p };
+        assert_eq!(j.delay_ms(2, 0.0), 1000);
+        assert_eq!(j.delay_ms(2, 0.999_999), 1999);
+        assert_eq!(j.delay_ms(100, 0.0), 2500);
+        let huge = RetryPolicy {
+            backoff_max_ms: u64::MAX,
+            ..p
+        };
+        assert_eq!(huge.delay_ms(80, 0.0), u64::MAX);
+    }
+}

@@ -1,0 +1,75 @@
+//! [`TaskStore`]: what the engine needs of durable storage, and nothing more.
+//!
+//! The engine keeps its queues in memory and writes through this trait; the
+//! store is the write-ahead record it recovers from after a crash. The rules
+//! every implementation must keep (the contract's "nothing acknowledged is
+//! lost"):
+//!
+//! - [`TaskStore::put`] returns only once the record survives the process
+//!   being killed (and, where configured, a power loss); the engine calls it
+//!   before a submission is acknowledged.
+//! - [`TaskStore::remove`] may be buffered: a crash may forget a removal,
+//!   never an insertion. The task then runs once more after the restart,
+//!   which at-least-once delivery allows. The next `put` or
+//!   [`TaskStore::flush`] makes earlier removals durable.
+//! - [`TaskStore::load_all`] returns every record in key order, so queues
+//!   rebuild in submission order; each record carries its own due time
+//!   (`not_before_us`) and expiry, from which the engine rebuilds its
+//!   deadline index.
+//!
+//! fjall is the one implementation today (`crate::queue::FjallStore`); a
+//! replicated backend would implement the same four calls.
+
+use super::task::{StoredTask, TaskKey};
+
+/// Errors of a task store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The storage engine failed (I/O, a full disk, corruption).
+    #[error("queue store failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored record could not be decoded.
+    #[error("stored task `{key}` is unreadable")]
+    Corrupt {
+        /// The record's key.
+        key: String,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record could not be encoded.
+    #[error("task could not be encoded")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Durable storage of unfinished tasks.
+pub trait TaskStore: Send + Sync + 'static {
+    /// Writes `task` under `key`, replacing any previous version; durable
+    /// when it returns.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the write fails; the task is then not stored.
+    fn put(&self, key: TaskKey, task: &StoredTask) -> Result<(), StoreError>;
+
+    /// Deletes the task under `key`; durable with the next `put` or `flush`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the removal cannot be recorded.
+    fn remove(&self, key: TaskKey) -> Result<(), StoreError>;
+
+    /// Makes everything written so far durable.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the write fails.
+    fn flush(&self) -> Result<(), StoreError>;
+
+    /// Every stored task, oldest key first.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a backend error or an undecodable record.
+    fn load_all(&self) -> Result<Vec<(TaskKey, StoredTask)>, StoreError>;
+}

@@ -1,0 +1,272 @@
+//! Accepting a task: validate, deduplicate, check the queue's limits, store
+//! it, and only then queue it (or schedule it, for a countdown or ETA).
+
+use swarmq_worker::wire::{self, Status, TaskResult};
+
+use super::finish::reply_message;
+use super::request::{Expires, Start, Submission, parse_request};
+use super::task::{ReplyTo, StoredTask, TaskKey};
+use super::{Engine, Entry, Stage, State, TaskEvent};
+use crate::metrics::RejectReason;
+
+/// What became of a submission.
+#[derive(Debug)]
+pub enum SubmitOutcome {
+    /// Stored: acknowledge it.
+    Accepted,
+    /// The id is already known: acknowledge it and run nothing.
+    Duplicate,
+    /// Refused; the requester (if it gave a reply topic) has been sent a
+    /// `rejected` result.
+    Rejected {
+        /// Why.
+        reason: RejectReason,
+        /// Human-readable detail.
+        message: String,
+    },
+    /// The task could not be stored: do not acknowledge, so the client retries.
+    NotStored(super::StoreError),
+}
+
+impl Engine {
+    /// Validates, stores and queues a task, and hands it to a free worker.
+    pub fn submit(&self, sub: Submission<'_>) -> SubmitOutcome {
+        let config = &self.inner.config;
+        let v5_reply = sub.response_topic.clone().map(|topic| ReplyTo {
+            topic,
+            correlation_data: sub.correlation_data.as_ref().map(|b| b.to_vec()),
+            correlation_id: None,
+        });
+        if !wire::is_valid_queue_name(sub.queue) {
+            let msg = format!(
+                "invalid queue name `{}`: one topic level of 1 to 64 of A-Z a-z 0-9 _ . -",
+                sub.queue
+            );
+            return self.reject(
+                &sub,
+                RejectReason::InvalidQueue,
+                msg,
+                v5_reply.as_ref(),
+                None,
+            );
+        }
+        if sub.payload.len() > config.max_payload_bytes {
+            let msg = format!(
+                "payload of {} bytes exceeds the limit of {} bytes",
+                sub.payload.len(),
+                config.max_payload_bytes
+            );
+            return self.reject(
+                &sub,
+                RejectReason::PayloadTooLarge,
+                msg,
+                v5_reply.as_ref(),
+                None,
+            );
+        }
+        let parsed = match parse_request(sub.payload) {
+            Ok(p) => p,
+            Err(bad) => {
+                // The 3.1.1 reply_to is usable when the payload was an object
+                // with a well-formed reply_to, even if another field was wrong.
+                let reply = v5_reply.clone().or(bad.reply_to);
+                return self.reject(
+                    &sub,
+                    RejectReason::InvalidPayload,
+                    bad.message,
+                    reply.as_ref(),
+                    bad.id,
+                );
+            }
+        };
+        // MQTT 5 properties win over the JSON fields.
+        let reply = match (v5_reply, parsed.reply_to) {
+            (Some(mut r), json) => {
+                r.correlation_id = json.and_then(|j| j.correlation_id);
+                Some(r)
+            }
+            (None, json) => json,
+        };
+
+        let mut st = self.lock();
+        let now = self.now_us();
+        if !st.accepting {
+            drop(st);
+            let msg = "the broker is shutting down".to_string();
+            return self.reject(
+                &sub,
+                RejectReason::ShuttingDown,
+                msg,
+                reply.as_ref(),
+                parsed.id,
+            );
+        }
+        if !st.queues.contains_key(sub.queue) && !config.auto_create_queues {
+            drop(st);
+            let msg = format!("unknown queue `{}`", sub.queue);
+            return self.reject(
+                &sub,
+                RejectReason::UnknownQueue,
+                msg,
+                reply.as_ref(),
+                parsed.id,
+            );
+        }
+        if let Some(id) = &parsed.id
+            && (st.ids.contains_key(id) || st.recent_done_set.contains(id))
+        {
+            self.inner.metrics.task_duplicate();
+            tracing::info!(queue = sub.queue, task_id = %id, "duplicate task id, not run again");
+            return SubmitOutcome::Duplicate;
+        }
+        self.ensure_queue(&mut st, sub.queue);
+        let (queue_len, max_length) = st
+            .queues
+            .get(sub.queue)
+            .map_or((0, usize::MAX), |q| (q.len(), q.limits.max_length));
+        if queue_len >= max_length {
+            drop(st);
+            let msg = format!("queue `{}` is full ({max_length} tasks)", sub.queue);
+            return self.reject(
+                &sub,
+                RejectReason::QueueFull,
+                msg,
+                reply.as_ref(),
+                parsed.id,
+            );
+        }
+        let key = new_key(&mut st);
+        let secs = |s: f64| now.saturating_add((s * 1e6) as u64);
+        let not_before_us = match parsed.start {
+            None => None,
+            Some(Start::After(s)) => Some(secs(s)),
+            Some(Start::At(t)) => Some(t),
+        }
+        .filter(|t| *t > now);
+        let expires_json = parsed.expires.map(|e| match e {
+            Expires::After(s) => secs(s),
+            Expires::At(t) => t,
+        });
+        let expires_mqtt = sub
+            .message_expiry_secs
+            .map(|s| now.saturating_add(u64::from(s) * 1_000_000));
+        let expires_at_us = match (expires_json, expires_mqtt) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let queue_retry = st
+            .queues
+            .get(sub.queue)
+            .map(|q| q.limits.retry)
+            .unwrap_or(config.default_limits.retry);
+        let task = StoredTask {
+            id: parsed.id.unwrap_or_else(|| key.0.to_string()),
+            queue: sub.queue.to_string(),
+            task: parsed.task.unwrap_or_else(|| sub.queue.to_string()),
+            args: parsed.args,
+            kwargs: parsed.kwargs,
+            reply,
+            user_properties: sub.user_properties,
+            submitted_at_us: now,
+            expires_at_us,
+            not_before_us,
+            priority: parsed.priority,
+            retry: parsed.retry.map(|r| r.apply(queue_retry)),
+            progress: parsed.progress,
+            attempts: 0,
+            last_error: None,
+        };
+        let queue = task.queue.clone();
+        if let Err(e) = self.admit(&mut st, key, task) {
+            tracing::error!(queue, error = %e, "cannot store task; not acknowledged");
+            return SubmitOutcome::NotStored(e);
+        }
+        let mut fx = Vec::new();
+        self.pump(&mut st, &queue, &mut fx);
+        self.commit(st, fx);
+        SubmitOutcome::Accepted
+    }
+
+    /// Stores `task` and puts it in its queue (which must exist), or in the
+    /// schedule when its `not_before_us` is still to come.
+    pub(super) fn admit(
+        &self,
+        st: &mut State,
+        key: TaskKey,
+        task: StoredTask,
+    ) -> Result<(), super::StoreError> {
+        self.inner.store.put(key, &task)?;
+        self.inner.metrics.task_submitted();
+        self.emit(|| TaskEvent::Submitted(Box::new(task.clone())));
+        let stage = match task.not_before_us {
+            Some(due_us) => Stage::Scheduled { due_us },
+            None => Stage::Ready,
+        };
+        st.ids.insert(task.id.clone(), key);
+        st.tasks.insert(
+            key,
+            Entry {
+                task,
+                stage: Stage::Ready,
+            },
+        );
+        st.attach(key, stage, false);
+        Ok(())
+    }
+
+    /// Refuses a submission: logs, counts, keeps a record when it had an id,
+    /// and answers a requester that gave a reply topic.
+    fn reject(
+        &self,
+        sub: &Submission<'_>,
+        reason: RejectReason,
+        message: String,
+        reply: Option<&ReplyTo>,
+        id: Option<String>,
+    ) -> SubmitOutcome {
+        tracing::warn!(queue = sub.queue, reason = reason.as_str(), error = %message, "task rejected");
+        let now = self.now_us();
+        // A refused task with an id is kept in the history, so whoever
+        // looks it up learns why (the history never overwrites a real
+        // task's record with a rejection). Sent before the count, so a
+        // count seen means the event is on its way.
+        if let Some(id) = &id {
+            self.emit(|| TaskEvent::Rejected {
+                id: id.clone(),
+                queue: sub.queue.to_string(),
+                error: message.clone(),
+                reply: reply.cloned(),
+                at_us: now,
+            });
+        }
+        self.inner.metrics.task_rejected(reason);
+        if let Some(r) = reply {
+            let result = TaskResult {
+                id,
+                queue: sub.queue.to_string(),
+                task: None,
+                status: Status::Rejected,
+                result: None,
+                error: Some(message.clone()),
+                worker: None,
+                attempts: 0,
+                queued_ms: None,
+                run_ms: None,
+                correlation_id: r.correlation_id.clone(),
+                progress: None,
+            };
+            self.inner.outbox.send(vec![reply_message(r, &result)]);
+        }
+        SubmitOutcome::Rejected { reason, message }
+    }
+}
+
+/// A fresh, time-ordered store key.
+pub(super) fn new_key(st: &mut State) -> TaskKey {
+    match st.keys.generate() {
+        Ok(ulid) => TaskKey(ulid),
+        // The generator overflows only after 2^80 ids in one millisecond;
+        // a fresh ULID from the clock is then still unique enough.
+        Err(_) => TaskKey(ulid::Ulid::new()),
+    }
+}

@@ -1,0 +1,591 @@
+//! The engine's logic with a manual clock and an in-memory outbox: no
+//! broker, no sockets, no sleeping.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use swarmq_worker::wire::Status;
+
+use super::*;
+use crate::metrics::Metrics;
+use crate::queue::{FjallStore, SyncMode};
+
+const T0: u64 = 1_800_000_000_000_000;
+
+struct Rig {
+    engine: Engine,
+    clock: Arc<clock::ManualClock>,
+    outbox: Arc<MemoryOutbox>,
+    dir: tempfile::TempDir,
+}
+
+fn limits() -> QueueLimits {
+    QueueLimits {
+        max_length: 1_000_000,
+        lease_timeout_ms: 300_000,
+        max_per_worker: 0,
+        retry: RetryPolicy {
+            max_attempts: 5,
+            backoff_ms: 1000,
+            backoff_max_ms: 600_000,
+            jitter: false,
+        },
+    }
+}
+
+fn config(l: QueueLimits) -> EngineConfig {
+    EngineConfig {
+        max_payload_bytes: 262_144,
+        auto_create_queues: true,
+        dedupe_window: 1000,
+        default_limits: l,
+        queues: Default::default(),
+    }
+}
+
+fn rig_with(l: QueueLimits) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(clock::ManualClock::at(T0));
+    let outbox = Arc::new(MemoryOutbox::default());
+    let engine = start(&dir, &clock, &outbox, l);
+    Rig {
+        engine,
+        clock,
+        outbox,
+        dir,
+    }
+}
+
+fn rig() -> Rig {
+    rig_with(limits())
+}
+
+fn start(
+    dir: &tempfile::TempDir,
+    clock: &Arc<clock::ManualClock>,
+    outbox: &Arc<MemoryOutbox>,
+    l: QueueLimits,
+) -> Engine {
+    Engine::recover(EngineParts {
+        store: Box::new(FjallStore::open(dir.path(), SyncMode::Buffer).unwrap()),
+        config: config(l),
+        clock: Box::new(clock.clone()),
+        metrics: Arc::new(Metrics::default()),
+        outbox: Box::new(outbox.clone()),
+        events: None,
+    })
+    .unwrap()
+}
+
+impl Rig {
+    fn submit(&self, queue: &str, payload: &str) {
+        match self.engine.submit(Submission {
+            queue,
+            payload: payload.as_bytes(),
+            response_topic: Some("r".into()),
+            ..Submission::default()
+        }) {
+            SubmitOutcome::Accepted => {}
+            other => panic!("not accepted: {other:?}"),
+        }
+    }
+
+    /// Moves the clock and runs the timer.
+    fn at_ms(&self, ms: u64) {
+        let now = self.clock.now_us();
+        let target = T0 + ms * 1000;
+        assert!(target >= now, "the clock only moves forward");
+        self.clock.advance_ms((target - now) / 1000);
+        self.engine.tick();
+    }
+
+    fn effects(&self) -> Vec<Effect> {
+        self.outbox.take()
+    }
+
+    /// Restarts the engine on the same store, as after kill -9 (nothing flushed
+    /// beyond what `put` made durable).
+    fn restart(self) -> Rig {
+        let Rig {
+            engine,
+            clock,
+            outbox,
+            dir,
+        } = self;
+        drop(engine);
+        let engine = start(&dir, &clock, &outbox, limits());
+        Rig {
+            engine,
+            clock,
+            outbox,
+            dir,
+        }
+    }
+}
+
+fn delivered(fx: &[Effect]) -> Vec<(String, String)> {
+    fx.iter()
+        .filter_map(|o| match o {
+            Effect::Deliver {
+                worker, task_id, ..
+            } => Some((worker.clone(), task_id.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn delivered_ids(fx: &[Effect]) -> Vec<String> {
+    delivered(fx).into_iter().map(|(_, id)| id).collect()
+}
+
+fn replies(fx: &[Effect]) -> Vec<Value> {
+    fx.iter()
+        .filter_map(|o| match o {
+            Effect::Reply { payload, .. } => serde_json::from_slice(payload).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn answer(r: &Rig, worker: &str, id: &str, body: Value) {
+    r.engine
+        .answer(worker, Some(id.as_bytes()), body.to_string().as_bytes());
+}
+
+#[test]
+fn topic_filters_match_like_mqtt() {
+    assert!(filter_matches("tasks/q", "tasks/q"));
+    assert!(filter_matches("tasks/+", "tasks/q"));
+    assert!(filter_matches("tasks/#", "tasks/q"));
+    assert!(filter_matches("#", "tasks/q"));
+    assert!(!filter_matches("tasks/q", "tasks/r"));
+    assert!(!filter_matches("tasks/+", "tasks/q/x"));
+    assert!(!filter_matches("tasks", "tasks/q"));
+}
+
+#[test]
+fn least_loaded_worker_first_and_never_over_capacity() {
+    let r = rig();
+    r.engine.worker_subscribed("small", 1, 1, "tasks/q");
+    r.engine.worker_subscribed("big", 2, 3, "tasks/q");
+    for i in 0..6 {
+        r.submit("q", &format!(r#"{{"args":[{i}]}}"#));
+    }
+    let got: Vec<String> = delivered(&r.effects())
+        .into_iter()
+        .map(|(w, _)| w)
+        .collect();
+    // big (3 free) first, then they alternate as free slots equalise; 4 fit.
+    assert_eq!(got.len(), 4);
+    assert_eq!(got.iter().filter(|w| *w == "big").count(), 3);
+    assert_eq!(got[0], "big");
+    assert_eq!(r.engine.queues()[0].waiting, 2);
+}
+
+#[test]
+fn result_frees_a_slot_and_feeds_the_next_task() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    r.submit("q", r#"{"id":"a"}"#);
+    r.submit("q", r#"{"id":"b"}"#);
+    assert_eq!(delivered_ids(&r.effects()), ["a"], "capacity 1");
+    answer(&r, "w", "a", json!({"result": 7}));
+    let fx = r.effects();
+    let reply = &replies(&fx)[0];
+    assert_eq!(
+        (&reply["status"], &reply["result"]),
+        (&json!("success"), &json!(7))
+    );
+    assert_eq!(
+        delivered_ids(&fx),
+        ["b"],
+        "the waiting task follows at once"
+    );
+    // A second answer to the same task is ignored.
+    answer(&r, "w", "a", json!({}));
+    assert!(r.effects().is_empty());
+}
+
+#[test]
+fn expired_lease_goes_back_to_the_front_and_counts_an_attempt() {
+    let r = rig_with(QueueLimits {
+        lease_timeout_ms: 1000,
+        retry: RetryPolicy {
+            max_attempts: 2,
+            ..limits().retry
+        },
+        ..limits()
+    });
+    r.engine.worker_subscribed("hung", 1, 1, "tasks/q");
+    r.submit("q", r#"{"id":"a"}"#);
+    r.submit("q", r#"{"id":"b"}"#);
+    assert_eq!(delivered_ids(&r.effects()), ["a"]);
+    r.at_ms(999);
+    assert!(r.effects().is_empty());
+    // The lease runs out: `a` is redelivered at once, ahead of `b`.
+    r.at_ms(1000);
+    assert_eq!(delivered_ids(&r.effects()), ["a"]);
+    assert!(r.engine.lease_held_by("a", "hung"));
+    // Second expiry: attempts used up, the requester gets a failure.
+    r.at_ms(2000);
+    let fx = r.effects();
+    let reply = &replies(&fx)[0];
+    assert_eq!(reply["status"], "failure");
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 2 attempts")
+    );
+    assert_eq!(reply["attempts"], 2);
+    assert_eq!(delivered_ids(&fx), ["b"]);
+}
+
+#[test]
+fn worker_gone_requeues_in_submission_order_and_ignores_stale_connections() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 7, 3, "tasks/q");
+    for id in ["a", "b", "c"] {
+        r.submit("q", &format!(r#"{{"id":"{id}"}}"#));
+    }
+    r.effects();
+    // A disconnect of an older connection with the same client id changes nothing.
+    r.engine.worker_gone("w", 6);
+    assert_eq!(r.engine.in_flight(), 3);
+    r.engine.worker_gone("w", 7);
+    assert_eq!(r.engine.in_flight(), 0);
+    r.engine.worker_subscribed("w2", 8, 3, "tasks/+");
+    assert_eq!(delivered_ids(&r.effects()), ["a", "b", "c"]);
+}
+
+#[test]
+fn tasks_survive_a_restart_of_the_engine() {
+    let r = rig();
+    r.submit("q", r#"{"id":"x","args":[1]}"#);
+    r.submit("q", r#"{"id":"y"}"#);
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    // x is in flight at the "crash"; y waits.
+    let r = r.restart();
+    assert_eq!(r.engine.queues()[0].waiting, 2);
+    r.engine.worker_subscribed("w", 2, 2, "tasks/q");
+    let fx = r.effects();
+    assert_eq!(delivered_ids(&fx)[1..], ["x", "y"]);
+}
+
+#[test]
+fn higher_priorities_go_first_and_fifo_within_a_priority() {
+    let r = rig();
+    for (id, p) in [
+        ("low1", 0),
+        ("mid1", 5),
+        ("low2", 0),
+        ("top", 9),
+        ("mid2", 5),
+    ] {
+        r.submit("q", &format!(r#"{{"id":"{id}","priority":{p}}}"#));
+    }
+    r.engine.worker_subscribed("w", 1, 10, "tasks/q");
+    assert_eq!(
+        delivered_ids(&r.effects()),
+        ["top", "mid1", "mid2", "low1", "low2"]
+    );
+}
+
+#[test]
+fn countdown_and_eta_wait_in_the_schedule_and_fire_on_time() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 10, "tasks/q");
+    r.submit("q", r#"{"id":"later","countdown":2.5}"#);
+    r.submit(
+        "q",
+        &format!(
+            r#"{{"id":"eta","eta":"{}"}}"#,
+            humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + std::time::Duration::from_micros(T0 + 1_000_000)
+            )
+        ),
+    );
+    r.submit("q", r#"{"id":"past","eta":"2020-01-01T00:00:00Z"}"#);
+    assert_eq!(delivered_ids(&r.effects()), ["past"]);
+    assert_eq!(r.engine.queues()[0].scheduled, 2);
+    r.at_ms(999);
+    assert!(r.effects().is_empty());
+    r.at_ms(1000);
+    assert_eq!(delivered_ids(&r.effects()), ["eta"]);
+    r.at_ms(2499);
+    assert!(r.effects().is_empty());
+    r.at_ms(2500);
+    assert_eq!(delivered_ids(&r.effects()), ["later"]);
+    assert_eq!(r.engine.queues()[0].scheduled, 0);
+}
+
+#[test]
+fn scheduled_tasks_keep_their_time_across_a_restart() {
+    let r = rig();
+    r.submit("q", r#"{"id":"s","countdown":10}"#);
+    r.at_ms(4000);
+    let r = r.restart();
+    assert_eq!(r.engine.queues()[0].scheduled, 1);
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    r.at_ms(9999);
+    assert!(delivered_ids(&r.effects()).is_empty());
+    r.at_ms(10_000);
+    assert_eq!(delivered_ids(&r.effects()), ["s"]);
+}
+
+#[test]
+fn a_retry_waits_out_the_backoff_and_the_last_attempt_fails_with_the_error() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    r.submit(
+        "q",
+        r#"{"id":"t","retry":{"max_attempts":3,"backoff_ms":100}}"#,
+    );
+    assert_eq!(delivered_ids(&r.effects()), ["t"]);
+    answer(&r, "w", "t", json!({"error": "busy", "retry": true}));
+    assert!(r.effects().is_empty());
+    assert_eq!(r.engine.queues()[0].scheduled, 1);
+    // Attempt 2 after backoff_ms x 2^0 = 100 ms (jitter off in this queue).
+    r.at_ms(99);
+    assert!(r.effects().is_empty());
+    r.at_ms(100);
+    assert_eq!(delivered_ids(&r.effects()), ["t"]);
+    answer(&r, "w", "t", json!({"error": "busy", "retry": true}));
+    // Attempt 3 after 200 ms.
+    r.at_ms(299);
+    assert!(r.effects().is_empty());
+    r.at_ms(300);
+    assert_eq!(delivered_ids(&r.effects()), ["t"]);
+    answer(&r, "w", "t", json!({"error": "still busy", "retry": true}));
+    let reply = &replies(&r.effects())[0];
+    assert_eq!(reply["status"], "failure");
+    assert_eq!(reply["attempts"], 3);
+    assert!(reply["error"].as_str().unwrap().starts_with("still busy"));
+}
+
+#[test]
+fn retry_in_overrides_the_backoff_and_jitter_stays_within_its_bounds() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    r.submit("q", r#"{"id":"t"}"#);
+    r.effects();
+    answer(
+        &r,
+        "w",
+        "t",
+        json!({"error": "later", "retry": true, "retry_in": 0.05}),
+    );
+    r.at_ms(49);
+    assert!(r.effects().is_empty());
+    r.at_ms(50);
+    assert_eq!(delivered_ids(&r.effects()), ["t"]);
+
+    let p = RetryPolicy {
+        max_attempts: 5,
+        backoff_ms: 1000,
+        backoff_max_ms: 600_000,
+        jitter: true,
+    };
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    r.submit(
+        "q",
+        &format!(
+            r#"{{"id":"j","retry":{}}}"#,
+            serde_json::to_string(&p).unwrap()
+        ),
+    );
+    r.effects();
+    answer(&r, "w", "j", json!({"error": "x", "retry": true}));
+    // The second attempt comes between d/2 = 500 ms and d = 1000 ms.
+    let mut fired_at = None;
+    for ms in (0..=1000).step_by(10) {
+        r.at_ms(ms);
+        if !delivered_ids(&r.effects()).is_empty() {
+            fired_at = Some(ms);
+            break;
+        }
+    }
+    let fired_at = fired_at.expect("the retry fires within the backoff");
+    assert!((500..=1000).contains(&fired_at), "fired at {fired_at} ms");
+}
+
+#[test]
+fn progress_renews_the_lease_and_is_forwarded_only_when_asked() {
+    let r = rig_with(QueueLimits {
+        lease_timeout_ms: 1000,
+        ..limits()
+    });
+    r.engine.worker_subscribed("w", 1, 2, "tasks/q");
+    r.submit("q", r#"{"id":"quiet"}"#);
+    r.submit("q", r#"{"id":"loud","progress":true}"#);
+    r.effects();
+    for ms in [800, 1600, 2400] {
+        r.at_ms(ms);
+        answer(&r, "w", "quiet", json!({"progress": ms}));
+        answer(&r, "w", "loud", json!({"progress": {"done": ms}}));
+    }
+    let fx = r.effects();
+    assert!(delivered_ids(&fx).is_empty(), "no lease ran out");
+    let forwarded = replies(&fx);
+    assert_eq!(forwarded.len(), 3);
+    assert!(
+        forwarded
+            .iter()
+            .all(|p| p["status"] == "progress" && p["id"] == "loud")
+    );
+    assert_eq!(forwarded[2]["progress"], json!({"done": 2400}));
+    // Without progress the lease runs out 1 s after the last report.
+    r.at_ms(3400);
+    assert_eq!(delivered_ids(&r.effects()).len(), 2);
+}
+
+#[test]
+fn expires_answers_expired_for_a_task_not_started_in_time() {
+    let r = rig();
+    r.submit("q", r#"{"id":"e","expires":1}"#);
+    r.submit("q", r#"{"id":"s","countdown":5,"expires":2}"#);
+    r.at_ms(1000);
+    let out = replies(&r.effects());
+    assert_eq!(
+        (out[0]["id"].as_str(), out[0]["status"].as_str()),
+        (Some("e"), Some("expired"))
+    );
+    r.at_ms(2000);
+    let out = replies(&r.effects());
+    assert_eq!(
+        (out[0]["id"].as_str(), out[0]["status"].as_str()),
+        (Some("s"), Some("expired"))
+    );
+    assert_eq!(
+        r.engine.queues()[0].scheduled + r.engine.queues()[0].waiting,
+        0
+    );
+}
+
+#[test]
+fn revoke_works_in_every_stage_and_tells_a_running_task_s_worker() {
+    let r = rig();
+    r.submit("q", r#"{"id":"sched","countdown":60}"#);
+    r.submit("q", r#"{"id":"run"}"#);
+    r.submit("q", r#"{"id":"wait"}"#);
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    r.effects();
+    assert_eq!(r.engine.revoke("sched", "test"), RevokeOutcome::Revoked);
+    assert_eq!(r.engine.revoke("wait", "test"), RevokeOutcome::Revoked);
+    assert_eq!(r.engine.revoke("run", "test"), RevokeOutcome::Revoked);
+    let fx = r.effects();
+    let statuses: Vec<(String, String)> = replies(&fx)
+        .iter()
+        .map(|v| {
+            (
+                v["id"].as_str().unwrap().into(),
+                v["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("sched".into(), "revoked".into()),
+            ("wait".into(), "revoked".into()),
+            ("run".into(), "revoked".into())
+        ]
+    );
+    assert!(fx.iter().any(|e| matches!(e,
+        Effect::Control { worker, payload } if worker == "w" && payload.as_ref() == br#"{"cancel":"run"}"#)));
+    // The worker's late answer is ignored; a second revoke finds it finished.
+    answer(&r, "w", "run", json!({"result": 1}));
+    assert!(r.effects().is_empty());
+    assert_eq!(r.engine.revoke("run", "test"), RevokeOutcome::Finished);
+    assert_eq!(r.engine.revoke("nope", "test"), RevokeOutcome::Unknown);
+    let q = &r.engine.queues()[0];
+    assert_eq!((q.scheduled, q.waiting, q.in_flight), (0, 0, 0));
+    // Durable: nothing comes back after a restart.
+    let r = r.restart();
+    assert_eq!(
+        r.engine
+            .queues()
+            .iter()
+            .map(|q| q.waiting + q.scheduled)
+            .sum::<usize>(),
+        0
+    );
+}
+
+#[test]
+fn purge_revokes_waiting_and_scheduled_tasks_and_leaves_running_ones() {
+    let r = rig();
+    for i in 0..5 {
+        r.submit("q", &format!(r#"{{"id":"t{i}"}}"#));
+    }
+    r.submit("q", r#"{"id":"later","countdown":30}"#);
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    r.effects();
+    assert_eq!(r.engine.purge("q").unwrap(), 5);
+    assert_eq!(replies(&r.effects()).len(), 5);
+    let q = &r.engine.queues()[0];
+    assert_eq!((q.waiting, q.scheduled, q.in_flight), (0, 0, 1));
+    assert!(matches!(
+        r.engine.purge("nope"),
+        Err(ActionError::UnknownQueue(_))
+    ));
+}
+
+#[test]
+fn resubmit_runs_a_finished_task_again_under_its_id() {
+    let r = rig();
+    r.submit("q", r#"{"id":"x","args":[1]}"#);
+    r.engine.revoke("x", "test");
+    let mut task = StoredTask::new("x", "q", "t", vec![json!(1)]);
+    task.attempts = 3;
+    r.engine.resubmit(task.clone()).unwrap();
+    assert!(r.engine.is_unfinished("x"));
+    assert!(matches!(
+        r.engine.resubmit(task),
+        Err(ActionError::Unfinished(_))
+    ));
+    r.effects();
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    match &r.effects()[..] {
+        [Effect::Deliver { payload, .. }] => {
+            let m: Value = serde_json::from_slice(payload).unwrap();
+            assert_eq!(m["attempt"], 1, "attempts start over");
+        }
+        other => panic!("expected one delivery, got {other:?}"),
+    }
+}
+
+#[test]
+fn counts_stay_right_through_every_transition() {
+    let r = rig_with(QueueLimits {
+        lease_timeout_ms: 1000,
+        ..limits()
+    });
+    r.engine.worker_subscribed("w", 1, 2, "tasks/q");
+    r.submit("q", r#"{"id":"a"}"#);
+    r.submit("q", r#"{"id":"b"}"#);
+    r.submit("q", r#"{"id":"c","countdown":1}"#);
+    r.submit("q", r#"{"id":"d","expires":0.5}"#);
+    let q = |r: &Rig| {
+        let q = &r.engine.queues()[0];
+        (q.waiting, q.scheduled, q.in_flight)
+    };
+    assert_eq!(q(&r), (1, 1, 2));
+    answer(
+        &r,
+        "w",
+        "a",
+        json!({"error": "x", "retry": true, "retry_in": 5}),
+    );
+    // a scheduled, d delivered in its place.
+    assert_eq!(q(&r), (0, 2, 2));
+    r.engine.worker_gone("w", 1);
+    assert_eq!(q(&r), (2, 2, 0));
+    r.at_ms(1000);
+    assert_eq!(q(&r), (2, 1, 0), "c is due; d expired");
+    assert_eq!(r.engine.purge("q").unwrap(), 3);
+    assert_eq!(q(&r), (0, 0, 0));
+    assert_eq!(r.engine.metrics().finished(Status::Revoked), 3);
+    assert_eq!(r.engine.metrics().finished(Status::Expired), 1);
+}

@@ -1,0 +1,444 @@
+//! The task lifecycle against the real broker: countdown and ETA (also
+//! across `kill -9`), retries with backoff, priorities, progress that renews
+//! a lease, revoke in every stage, and refusals of bad options.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties};
+use serde_json::{Value, json};
+
+use crate::durability::BrokerProcess;
+use crate::support::*;
+
+/// Most a scheduled task may be late, as the issue asks.
+const LATENESS: Duration = Duration::from_millis(100);
+
+/// A raw MQTT 5 worker on `queue` that records when each task arrives.
+async fn raw_worker(broker: std::net::SocketAddr, id: &str, queue: &str, capacity: u16) -> V5Peer {
+    let mut w = V5Peer::connect_with(broker, id, |o| {
+        o.set_receive_maximum(Some(capacity));
+    })
+    .await;
+    w.subscribe(&format!("$share/g/tasks/{queue}")).await;
+    w
+}
+
+/// The next task message a raw worker receives: (arrival, JSON, response
+/// topic, correlation data).
+async fn next_task(w: &mut V5Peer) -> (Instant, Value, String, Vec<u8>) {
+    let p = w.next_publish().await;
+    let props = p.properties.clone().unwrap_or_default();
+    (
+        Instant::now(),
+        json(&p),
+        props.response_topic.unwrap_or_default(),
+        props
+            .correlation_data
+            .map(|c| c.to_vec())
+            .unwrap_or_default(),
+    )
+}
+
+async fn answer(w: &V5Peer, topic: &str, correlation: &[u8], body: Value) {
+    w.client
+        .publish_with_properties(
+            topic,
+            QoS::AtLeastOnce,
+            false,
+            body.to_string(),
+            PublishProperties {
+                correlation_data: Some(correlation.to_vec().into()),
+                ..PublishProperties::default()
+            },
+        )
+        .await
+        .expect("answer");
+}
+
+#[tokio::test]
+async fn countdown_and_eta_are_honoured_within_100_ms() {
+    let broker = TestBroker::start().await;
+    let mut worker = raw_worker(broker.mqtt, "cd-worker", "later", 10).await;
+    wait_consumers(&broker, "later", 1).await;
+    let mut requester = V5Peer::connect(broker.mqtt, "cd-req").await;
+    let eta = std::time::SystemTime::now() + Duration::from_millis(700);
+    let eta = humantime::format_rfc3339_millis(eta).to_string();
+    let sent = Instant::now();
+    for body in [
+        json!({"id": "cd", "countdown": 0.4}),
+        json!({"id": "eta", "eta": eta}),
+    ] {
+        let reason = requester
+            .publish_acked(
+                "tasks/later",
+                body.to_string(),
+                PublishProperties::default(),
+            )
+            .await;
+        assert_eq!(reason, PubAckReason::Success);
+    }
+    let q = &broker.engine.queues()[0];
+    assert_eq!((q.scheduled, q.waiting), (2, 0));
+    for (id, due) in [("cd", 400), ("eta", 700)] {
+        let (at, task, _, _) = next_task(&mut worker).await;
+        assert_eq!(task["id"], id);
+        let after = at.duration_since(sent);
+        let due = Duration::from_millis(due);
+        println!("{id}: delivered {after:?} after submission, due at {due:?}");
+        // The ETA was rounded to milliseconds and taken after `sent`.
+        assert!(
+            after + Duration::from_millis(2) >= due,
+            "{id} early: {after:?}"
+        );
+        assert!(after < due + LATENESS, "{id} late: {after:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_countdown_survives_kill_9_and_fires_on_time_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(dir.path());
+    let mut requester = V5Peer::connect(broker.mqtt, "k9-req").await;
+    let reason = requester
+        .publish_acked(
+            "tasks/k9",
+            json!({"id": "k9-task", "countdown": 3}).to_string(),
+            PublishProperties::default(),
+        )
+        .await;
+    assert_eq!(reason, PubAckReason::Success);
+    let due = Instant::now() + Duration::from_secs(3);
+    drop(requester);
+    broker.kill_9();
+    let broker = BrokerProcess::start(dir.path());
+    let mut worker = raw_worker(broker.mqtt, "k9-worker", "k9", 1).await;
+    let (at, task, _, _) = next_task(&mut worker).await;
+    assert_eq!(task["id"], "k9-task");
+    println!(
+        "delivered {:?} after the due time",
+        at.checked_duration_since(due)
+    );
+    assert!(
+        at + Duration::from_millis(5) >= due,
+        "delivered before its countdown"
+    );
+    assert!(at < due + LATENESS, "late after the restart");
+}
+
+#[tokio::test]
+async fn retries_wait_out_the_contract_backoff_and_the_last_error_is_final() {
+    let broker = TestBroker::start().await;
+    let mut worker = raw_worker(broker.mqtt, "bo-worker", "flaky", 1).await;
+    wait_consumers(&broker, "flaky", 1).await;
+    let mut requester = V5Peer::connect(broker.mqtt, "bo-req").await;
+    requester.subscribe("replies/bo").await;
+    requester
+        .publish_acked(
+            "tasks/flaky",
+            json!({"id": "bo", "retry": {"max_attempts": 4, "backoff_ms": 200, "jitter": true}})
+                .to_string(),
+            reply_props("replies/bo", "c-bo"),
+        )
+        .await;
+    let mut arrivals = Vec::new();
+    for attempt in 1..=4 {
+        let (at, task, topic, corr) = next_task(&mut worker).await;
+        assert_eq!(task["attempt"], attempt);
+        arrivals.push(at);
+        answer(
+            &worker,
+            &topic,
+            &corr,
+            json!({"error": format!("no luck {attempt}"), "retry": true}),
+        )
+        .await;
+    }
+    // After attempt n the delay d = 200 ms x 2^(n-1), jittered into [d/2, d].
+    for (n, pair) in arrivals.windows(2).enumerate() {
+        let gap = pair[1].duration_since(pair[0]);
+        let d = Duration::from_millis(200 << n);
+        println!(
+            "gap after attempt {}: {gap:?} (bounds {:?}..{:?})",
+            n + 1,
+            d / 2,
+            d
+        );
+        assert!(gap >= d / 2, "attempt {} came early: {gap:?}", n + 2);
+        assert!(gap < d + LATENESS, "attempt {} came late: {gap:?}", n + 2);
+    }
+    let reply = json(&requester.next_publish().await);
+    assert_eq!(reply["status"], "failure");
+    assert_eq!(reply["attempts"], 4);
+    assert!(
+        reply["error"].as_str().unwrap().starts_with("no luck 4"),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn priorities_order_delivery_fifo_within_each() {
+    let broker = TestBroker::start().await;
+    let mut requester = V5Peer::connect(broker.mqtt, "prio-req").await;
+    let tasks = [
+        ("a", 0),
+        ("b", 3),
+        ("c", 9),
+        ("d", 3),
+        ("e", 0),
+        ("f", 9),
+        ("g", 1),
+    ];
+    for (id, priority) in tasks {
+        requester
+            .publish_acked(
+                "tasks/prio",
+                json!({"id": id, "priority": priority}).to_string(),
+                PublishProperties::default(),
+            )
+            .await;
+    }
+    let mut worker = raw_worker(broker.mqtt, "prio-worker", "prio", 1).await;
+    let mut order = Vec::new();
+    for _ in tasks {
+        let (_, task, topic, corr) = next_task(&mut worker).await;
+        order.push(task["id"].as_str().unwrap().to_string());
+        answer(&worker, &topic, &corr, json!({"result": null})).await;
+    }
+    assert_eq!(order, ["c", "f", "b", "d", "g", "a", "e"]);
+}
+
+#[tokio::test]
+async fn progress_renews_a_lease_shorter_than_the_task_and_reaches_the_requester() {
+    let broker = TestBroker::start_with(&[("tasks.lease_timeout_ms", "300")]).await;
+    let mut worker = raw_worker(broker.mqtt, "long-worker", "long", 1).await;
+    wait_consumers(&broker, "long", 1).await;
+    let mut requester = V5Peer::connect(broker.mqtt, "long-req").await;
+    requester.subscribe("replies/long").await;
+    requester
+        .publish_acked(
+            "tasks/long",
+            json!({"id": "long-1", "progress": true}).to_string(),
+            reply_props("replies/long", "c-long"),
+        )
+        .await;
+    let (_, task, topic, corr) = next_task(&mut worker).await;
+    assert_eq!(task["attempt"], 1);
+    // 1.2 s of work, four times the lease, reported every 100 ms.
+    for step in 1..=12 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer(
+            &worker,
+            &topic,
+            &corr,
+            json!({"progress": {"step": step, "of": 12}}),
+        )
+        .await;
+    }
+    answer(&worker, &topic, &corr, json!({"result": "done"})).await;
+    let mut progress = Vec::new();
+    let result = loop {
+        let p = requester.next_publish().await;
+        let v = json(&p);
+        assert_eq!(
+            p.properties.and_then(|p| p.correlation_data).as_deref(),
+            Some(&b"c-long"[..])
+        );
+        if v["status"] == "progress" {
+            progress.push(v["progress"]["step"].as_u64().unwrap());
+        } else {
+            break v;
+        }
+    };
+    assert_eq!(progress, (1..=12).collect::<Vec<_>>());
+    assert_eq!(
+        (result["status"].as_str(), result["attempts"].as_u64()),
+        (Some("success"), Some(1))
+    );
+    assert_eq!(
+        broker.engine.metrics().redelivered(),
+        0,
+        "the lease never ran out"
+    );
+    // The history keeps the latest report.
+    let body = eventually_json(&broker, "/api/v1/tasks/long-1", |v| {
+        v["status"] == "success"
+    })
+    .await;
+    assert_eq!(body["progress"], json!({"step": 12, "of": 12}));
+}
+
+async fn eventually_json(broker: &TestBroker, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let found = Arc::new(Mutex::new(Value::Null));
+    let http = broker.http;
+    let f = found.clone();
+    let path = path.to_string();
+    let done = Arc::new(done);
+    eventually(&format!("{path} as expected"), move || {
+        let (f, path, done) = (f.clone(), path.clone(), done.clone());
+        async move {
+            let (status, body) = http_get(http, &path).await;
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let ok = status == 200 && done(&v);
+            *f.lock().unwrap() = v;
+            ok
+        }
+    })
+    .await;
+    found.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn revoke_over_mqtt_in_every_stage_cancels_the_worker_and_holds_after_a_restart() {
+    let broker = TestBroker::start().await;
+    let mut worker = raw_worker(broker.mqtt, "rv-worker", "rv", 1).await;
+    worker.subscribe("swarmq/control/rv-worker").await;
+    wait_consumers(&broker, "rv", 1).await;
+    let mut requester = V5Peer::connect(broker.mqtt, "rv-req").await;
+    requester.subscribe("replies/rv").await;
+    for body in [
+        json!({"id": "running"}),
+        json!({"id": "queued"}),
+        json!({"id": "scheduled", "countdown": 60}),
+    ] {
+        requester
+            .publish_acked(
+                "tasks/rv",
+                body.to_string(),
+                reply_props("replies/rv", "task"),
+            )
+            .await;
+    }
+    let (_, task, _, _) = next_task(&mut worker).await;
+    assert_eq!(task["id"], "running");
+    let mut outcomes = Vec::new();
+    for id in ["scheduled", "queued", "running", "running", "nobody"] {
+        requester
+            .publish_acked(
+                "swarmq/revoke",
+                json!({"id": id}).to_string(),
+                reply_props("replies/rv", "revoke"),
+            )
+            .await;
+        // The task's own `revoked` result and the revoke's answer both come
+        // to replies/rv; keep the answers.
+        loop {
+            let p = requester.next_publish().await;
+            let corr = p.properties.clone().and_then(|p| p.correlation_data);
+            let v = json(&p);
+            if corr.as_deref() == Some(&b"task"[..]) {
+                assert_eq!(v["status"], "revoked");
+                continue;
+            }
+            outcomes.push((
+                v["id"].as_str().unwrap().to_string(),
+                v["status"].as_str().unwrap().to_string(),
+            ));
+            break;
+        }
+    }
+    let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(
+        outcomes,
+        [
+            s("scheduled", "revoked"),
+            s("queued", "revoked"),
+            s("running", "revoked"),
+            s("running", "finished"),
+            s("nobody", "unknown"),
+        ]
+    );
+    // The worker holding `running` is told to cancel it.
+    let cancel = worker
+        .expect(
+            "cancel notice",
+            |p| matches!(p, Packet::Publish(p) if p.topic.as_ref() == b"swarmq/control/rv-worker"),
+        )
+        .await;
+    let Packet::Publish(cancel) = cancel else {
+        unreachable!()
+    };
+    assert_eq!(json(&cancel), json!({"cancel": "running"}));
+    let q = &broker.engine.queues()[0];
+    assert_eq!((q.scheduled, q.waiting, q.in_flight), (0, 0, 0));
+    // Durable: after a restart nothing of them runs.
+    drop(worker);
+    let broker = broker.restart().await;
+    let q = broker.engine.queues();
+    assert_eq!(q.iter().map(|q| q.waiting + q.scheduled).sum::<usize>(), 0);
+}
+
+#[tokio::test]
+async fn mosquitto_pub_submits_with_options_and_bad_options_are_rejected_by_name() {
+    let broker = TestBroker::start().await;
+    let mut requester = V5Peer::connect(broker.mqtt, "opt-req").await;
+    requester.subscribe("replies/opt").await;
+    for (body, field) in [
+        (json!({"countdown": -1}), "`countdown`"),
+        (
+            json!({"countdown": 1, "eta": "2030-01-01T00:00:00Z"}),
+            "not both",
+        ),
+        (json!({"eta": "next tuesday"}), "`eta`"),
+        (json!({"expires": []}), "`expires`"),
+        (json!({"priority": 12}), "`priority`"),
+        (
+            json!({"retry": {"max_attempts": 0}}),
+            "`retry.max_attempts`",
+        ),
+        (json!({"retry": {"backoff": 5}}), "`retry.backoff`"),
+        (json!({"progress": 1}), "`progress`"),
+    ] {
+        let reason = requester
+            .publish_acked(
+                "tasks/opt",
+                body.to_string(),
+                reply_props("replies/opt", "x"),
+            )
+            .await;
+        assert_eq!(reason, PubAckReason::PayloadFormatInvalid, "{body}");
+        let r = json(&requester.next_publish().await);
+        assert_eq!(r["status"], "rejected");
+        assert!(r["error"].as_str().unwrap().contains(field), "{body}: {r}");
+    }
+    assert_eq!(
+        broker
+            .engine
+            .queues()
+            .iter()
+            .map(|q| q.waiting + q.scheduled)
+            .sum::<usize>(),
+        0
+    );
+    // The same options from mosquitto_pub (MQTT 3.1.1, reply_to in the JSON).
+    let out = tokio::process::Command::new("mosquitto_pub")
+        .args([
+            "-p",
+            &broker.port().to_string(),
+            "-t",
+            "tasks/opt",
+            "-q",
+            "1",
+            "-m",
+        ])
+        .arg(r#"{"id":"from-mosquitto","priority":7,"countdown":30,"retry":{"max_attempts":2}}"#)
+        .output()
+        .await
+        .expect("mosquitto_pub runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = eventually_json(&broker, "/api/v1/tasks/from-mosquitto", |v| {
+        v["status"] == "scheduled"
+    })
+    .await;
+    assert_eq!(body["priority"], 7);
+    assert_eq!(body["retry"]["max_attempts"], 2);
+    assert!(
+        body["due_at_us"].as_u64().unwrap()
+            > body["submitted_at_us"].as_u64().unwrap() + 29_000_000
+    );
+}
