@@ -285,6 +285,7 @@ fn engine_config(settings: &Settings) -> EngineConfig {
         max_payload_bytes: settings.tasks.max_payload_bytes,
         auto_create_queues: settings.tasks.auto_create_queues,
         dedupe_window: settings.tasks.dedupe_window,
+        max_dead_letters: settings.tasks.max_dead_letters,
         default_limits: limits(settings.default_queue_limits()),
         queues: settings
             .queues

@@ -179,6 +179,8 @@ pub struct TaskSettings {
     pub max_per_worker: u32,
     /// Completed task ids remembered for deduplication.
     pub dedupe_window: usize,
+    /// Dead letters kept per queue.
+    pub max_dead_letters: usize,
     /// QoS of task messages to workers (0 or 1).
     pub delivery_qos: u8,
 }

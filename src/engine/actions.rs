@@ -185,3 +185,90 @@ impl Engine {
         }
     }
 }
+
+impl Engine {
+    /// Up to `limit` of `queue`'s dead letters, newest first, after `cursor`.
+    ///
+    /// # Errors
+    ///
+    /// [`ActionError::Store`] when the store cannot be read.
+    pub fn dead_letters(
+        &self,
+        queue: &str,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<super::DeadPage, ActionError> {
+        Ok(self.inner.store.dead_letters(queue, cursor, limit)?)
+    }
+
+    /// Runs dead letter `id` of `queue` again: with its id, arguments,
+    /// options and reply topic, and a fresh attempt count. It leaves the
+    /// dead letters only once it is queued.
+    ///
+    /// # Errors
+    ///
+    /// [`ActionError::NotFound`] when `queue` holds no such dead letter; the
+    /// errors of [`Engine::resubmit`].
+    pub fn replay_dead(&self, queue: &str, id: &str) -> Result<(), ActionError> {
+        let Some(letter) = self.inner.store.take_dead(queue, id)? else {
+            return Err(ActionError::NotFound(id.to_string()));
+        };
+        match self.resubmit(letter.task.clone()) {
+            Ok(()) => {
+                tracing::info!(task_id = id, queue, "dead letter replayed");
+                Ok(())
+            }
+            Err(e) => {
+                // Put it back: a replay that did not happen must lose nothing.
+                let keep = self.inner.config.max_dead_letters;
+                if let Err(store) = self.inner.store.put_dead(&letter, keep) {
+                    tracing::error!(task_id = id, error = %store, "cannot put a dead letter back");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes dead letter `id` of `queue` for good.
+    ///
+    /// # Errors
+    ///
+    /// [`ActionError::NotFound`] when `queue` holds no such dead letter.
+    pub fn discard_dead(&self, queue: &str, id: &str) -> Result<(), ActionError> {
+        match self.inner.store.take_dead(queue, id)? {
+            Some(_) => {
+                tracing::info!(task_id = id, queue, "dead letter discarded");
+                Ok(())
+            }
+            None => Err(ActionError::NotFound(id.to_string())),
+        }
+    }
+
+    /// Replays (`replay = true`) or discards every dead letter of `queue`.
+    /// Returns how many were handled and the first error that stopped a
+    /// replay (the letters not replayed stay).
+    pub fn all_dead(&self, queue: &str, replay: bool) -> (usize, Option<ActionError>) {
+        let mut done = 0;
+        loop {
+            let page = match self.dead_letters(queue, None, 500) {
+                Ok(p) => p,
+                Err(e) => return (done, Some(e)),
+            };
+            if page.letters.is_empty() {
+                return (done, None);
+            }
+            for letter in page.letters {
+                let id = &letter.task.id;
+                let res = if replay {
+                    self.replay_dead(queue, id)
+                } else {
+                    self.discard_dead(queue, id)
+                };
+                match res {
+                    Ok(()) => done += 1,
+                    Err(e) => return (done, Some(e)),
+                }
+            }
+        }
+    }
+}

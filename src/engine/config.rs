@@ -16,6 +16,8 @@ pub struct EngineConfig {
     pub auto_create_queues: bool,
     /// Finished task ids remembered, so a resubmission is not run twice.
     pub dedupe_window: usize,
+    /// Dead letters kept per queue; the oldest go first.
+    pub max_dead_letters: usize,
     /// Limits of every queue not declared in `queues`.
     pub default_limits: QueueLimits,
     /// Declared queues and their limits.

@@ -48,6 +48,7 @@ impl Engine {
                     error: Some(EXPIRED.into()),
                     worker: None,
                     delivered_at_us: None,
+                    exhausted: false,
                 };
                 self.finish(st, key, outcome, fx);
                 continue;
@@ -163,6 +164,7 @@ impl Engine {
                     error: None,
                     worker: Some(ran_by),
                     delivered_at_us,
+                    exhausted: false,
                 };
                 self.finish(&mut st, key, outcome, &mut fx);
             }
@@ -254,7 +256,7 @@ impl Engine {
                 e.task.attempts = attempts - 1;
             }
             let error = format!("{error} (gave up after {attempts} attempts)");
-            let outcome = Outcome::failure(error, Some(worker.to_string()), delivered_at_us);
+            let outcome = Outcome::exhausted(error, Some(worker.to_string()), delivered_at_us);
             return self.finish(st, key, outcome, fx);
         }
         let delay_ms = match retry_in {
@@ -315,7 +317,7 @@ impl Engine {
         if attempts >= st.policy(&entry.task).max_attempts {
             let error = format!("{why}; gave up after {attempts} attempts");
             let worker = lease.as_ref().map(|l| l.worker.clone());
-            let outcome = Outcome::failure(error, worker, lease.map(|l| l.delivered_at_us));
+            let outcome = Outcome::exhausted(error, worker, lease.map(|l| l.delivered_at_us));
             self.finish(st, key, outcome, fx);
             return Some(queue);
         }
@@ -409,6 +411,7 @@ impl Engine {
                         error: Some(EXPIRED.into()),
                         worker: None,
                         delivered_at_us: None,
+                        exhausted: false,
                     };
                     self.finish(&mut st, key, outcome, &mut fx);
                 }

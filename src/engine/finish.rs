@@ -19,6 +19,9 @@ pub(super) struct Outcome {
     pub(super) worker: Option<String>,
     /// When the last delivery was made, if the task was running.
     pub(super) delivered_at_us: Option<u64>,
+    /// The task failed because its attempts were used up: it goes to its
+    /// queue's dead letters.
+    pub(super) exhausted: bool,
 }
 
 impl Outcome {
@@ -33,6 +36,19 @@ impl Outcome {
             error: Some(error),
             worker,
             delivered_at_us,
+            exhausted: false,
+        }
+    }
+
+    /// A failure because the attempts are used up.
+    pub(super) fn exhausted(
+        error: String,
+        worker: Option<String>,
+        delivered_at_us: Option<u64>,
+    ) -> Outcome {
+        Outcome {
+            exhausted: true,
+            ..Outcome::failure(error, worker, delivered_at_us)
         }
     }
 
@@ -43,6 +59,7 @@ impl Outcome {
             error: Some(error.to_string()),
             worker: None,
             delivered_at_us: None,
+            exhausted: false,
         }
     }
 }
@@ -95,6 +112,26 @@ impl Engine {
             .metrics
             .task_finished(outcome.status, Some(latency));
         let attempts = task.attempts + u32::from(outcome.delivered_at_us.is_some());
+        if outcome.exhausted {
+            let letter = super::DeadLetter {
+                task: task.clone(),
+                error: outcome.error.clone().unwrap_or_default(),
+                attempts,
+                failed_at_us: now,
+            };
+            match self
+                .inner
+                .store
+                .put_dead(&letter, self.inner.config.max_dead_letters)
+            {
+                Ok(()) => {
+                    tracing::warn!(task_id = %task.id, queue = %task.queue, attempts, "attempts used up; task moved to the dead letters")
+                }
+                Err(e) => {
+                    tracing::error!(task_id = %task.id, error = %e, "cannot keep a dead letter")
+                }
+            }
+        }
         self.emit(|| TaskEvent::Finished {
             id: task.id.clone(),
             queue: task.queue.clone(),

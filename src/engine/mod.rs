@@ -68,7 +68,7 @@ pub use config::{EngineConfig, QueueLimits, RetryPolicy};
 pub use effects::{Effect, MemoryOutbox, Outbox};
 pub use events::{EventObserver, TaskEvent};
 pub use request::{MAX_TASK_ID_LEN, Submission, parse_rfc3339_us};
-pub use store::{StoreError, TaskStore};
+pub use store::{DeadLetter, DeadPage, StoreError, TaskStore};
 pub use submit::SubmitOutcome;
 pub use task::{ReplyTo, StoredTask, TaskKey};
 pub use views::{WaitingTask, WorkerSnapshot};

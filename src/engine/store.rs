@@ -20,7 +20,34 @@
 //! fjall is the one implementation today (`crate::queue::FjallStore`); a
 //! replicated backend would implement the same four calls.
 
+use serde::{Deserialize, Serialize};
+
 use super::task::{StoredTask, TaskKey};
+
+/// A task whose attempts were used up, kept in its queue's dead letters
+/// until it is replayed or discarded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The task as it was last stored.
+    pub task: StoredTask,
+    /// Its last error.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it failed for good, microseconds since the epoch.
+    pub failed_at_us: u64,
+}
+
+/// One page of a queue's dead letters, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadPage {
+    /// The letters.
+    pub letters: Vec<DeadLetter>,
+    /// Pass back to get the next page; `None` on the last one.
+    pub next_cursor: Option<Vec<u8>>,
+    /// Dead letters the queue holds in all.
+    pub total: usize,
+}
 
 /// Errors of a task store.
 #[derive(Debug, thiserror::Error)]
@@ -72,4 +99,31 @@ pub trait TaskStore: Send + Sync + 'static {
     ///
     /// Fails on a backend error or an undecodable record.
     fn load_all(&self) -> Result<Vec<(TaskKey, StoredTask)>, StoreError>;
+
+    /// Adds `letter` to its queue's dead letters, durably, then drops the
+    /// oldest of that queue beyond `keep`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the write fails.
+    fn put_dead(&self, letter: &DeadLetter, keep: usize) -> Result<(), StoreError>;
+
+    /// Up to `limit` of `queue`'s dead letters, newest first, after `cursor`.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a backend error or an undecodable record.
+    fn dead_letters(
+        &self,
+        queue: &str,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<DeadPage, StoreError>;
+
+    /// Removes task `id` from `queue`'s dead letters and returns it.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a backend error.
+    fn take_dead(&self, queue: &str, id: &str) -> Result<Option<DeadLetter>, StoreError>;
 }

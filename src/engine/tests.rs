@@ -38,6 +38,7 @@ fn config(l: QueueLimits) -> EngineConfig {
         max_payload_bytes: 262_144,
         auto_create_queues: true,
         dedupe_window: 1000,
+        max_dead_letters: 100,
         default_limits: l,
         queues: Default::default(),
     }
@@ -588,4 +589,59 @@ fn counts_stay_right_through_every_transition() {
     assert_eq!(q(&r), (0, 0, 0));
     assert_eq!(r.engine.metrics().finished(Status::Revoked), 3);
     assert_eq!(r.engine.metrics().finished(Status::Expired), 1);
+}
+
+#[test]
+fn exhausted_tasks_become_dead_letters_that_replay_with_a_fresh_count() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    r.submit(
+        "q",
+        r#"{"id":"d","args":[42],"priority":3,"retry":{"max_attempts":1}}"#,
+    );
+    r.submit("q", r#"{"id":"plain-failure"}"#);
+    r.effects();
+    answer(&r, "w", "d", json!({"error": "bad luck", "retry": true}));
+    answer(&r, "w", "plain-failure", json!({"error": "final"}));
+    let fx = replies(&r.effects());
+    assert_eq!(fx.len(), 2);
+    let page = r.engine.dead_letters("q", None, 10).unwrap();
+    assert_eq!(page.total, 1, "only exhausted tasks are dead letters");
+    let letter = &page.letters[0];
+    assert_eq!((letter.task.id.as_str(), letter.attempts), ("d", 1));
+    assert!(letter.error.starts_with("bad luck"));
+    assert!(matches!(
+        r.engine.replay_dead("q", "nope"),
+        Err(ActionError::NotFound(_))
+    ));
+    r.engine.replay_dead("q", "d").unwrap();
+    assert_eq!(r.engine.dead_letters("q", None, 10).unwrap().total, 0);
+    match &r.effects()[..] {
+        [
+            Effect::Deliver {
+                task_id, payload, ..
+            },
+        ] => {
+            let m: Value = serde_json::from_slice(payload).unwrap();
+            assert_eq!(
+                (task_id.as_str(), &m["attempt"], &m["args"]),
+                ("d", &json!(1), &json!([42]))
+            );
+        }
+        other => panic!("expected one delivery, got {other:?}"),
+    }
+    answer(&r, "w", "d", json!({"result": "fine"}));
+    let reply = &replies(&r.effects())[0];
+    assert_eq!(
+        (&reply["id"], &reply["status"]),
+        (&json!("d"), &json!("success"))
+    );
+    // Discard, and the bound: the store keeps the newest 100 of a queue.
+    r.submit("q", r#"{"id":"gone","retry":{"max_attempts":1}}"#);
+    answer(&r, "w", "gone", json!({"error": "x", "retry": true}));
+    r.engine.discard_dead("q", "gone").unwrap();
+    assert!(matches!(
+        r.engine.discard_dead("q", "gone"),
+        Err(ActionError::NotFound(_))
+    ));
 }

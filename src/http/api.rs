@@ -17,7 +17,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
 use serde::Deserialize;
@@ -44,7 +44,7 @@ pub(super) const MAX_PAGE: usize = 1000;
 /// Every route of [`router`], as `(method, path)`; a test compares it with
 /// `openapi.json`. Add a route in both places.
 #[cfg(test)]
-const ROUTES: [(&str, &str); 15] = [
+const ROUTES: [(&str, &str); 20] = [
     ("get", "/openapi.json"),
     ("post", "/login"),
     ("post", "/logout"),
@@ -55,6 +55,11 @@ const ROUTES: [(&str, &str); 15] = [
     ("get", "/queues"),
     ("get", "/queues/{name}"),
     ("post", "/queues/{name}/purge"),
+    ("get", "/queues/{name}/dead"),
+    ("delete", "/queues/{name}/dead"),
+    ("post", "/queues/{name}/dead/replay"),
+    ("delete", "/queues/{name}/dead/{id}"),
+    ("post", "/queues/{name}/dead/{id}/replay"),
     ("get", "/workers"),
     ("get", "/tasks"),
     ("get", "/tasks/{id}"),
@@ -74,6 +79,13 @@ pub(super) fn router() -> Router<HttpState> {
         .route("/queues", get(queues))
         .route("/queues/{name}", get(queue))
         .route("/queues/{name}/purge", post(purge))
+        .route(
+            "/queues/{name}/dead",
+            get(dead_letters).delete(discard_all_dead),
+        )
+        .route("/queues/{name}/dead/replay", post(replay_all_dead))
+        .route("/queues/{name}/dead/{id}", delete(discard_dead))
+        .route("/queues/{name}/dead/{id}/replay", post(replay_dead))
         .route("/workers", get(workers))
         .route("/tasks", get(tasks))
         .route("/tasks/{id}", get(task))
@@ -409,6 +421,7 @@ fn queue_json(state: &HttpState, name: &str) -> Option<Value> {
         "waiting": q.waiting,
         "scheduled": q.scheduled,
         "in_flight": q.in_flight,
+        "dead_letters": ctx.engine.dead_letters(name, None, 0).map_or(0, |p| p.total),
         "consumer_count": q.consumers,
         "consumers": consumers,
         "rates": ctx.activity.queue_rates(name),
@@ -464,6 +477,132 @@ async fn purge(
     let n = state.ctx.engine.purge(&name)?;
     tracing::warn!(queue = %name, purged = n, user = ?caller.user, "queue purged through the API");
     Ok(Json(json!({"queue": name, "purged": n})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn dead_letters(
+    _: Caller,
+    State(state): State<HttpState>,
+    Path(name): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = parse_limit(q.limit.as_deref(), DEFAULT_PAGE)?;
+    let cursor = match typed("cursor", q.cursor)? {
+        None => None,
+        Some(c) => Some(
+            unhex(&c).ok_or_else(|| ApiError::bad_request("cursor is not one this API gave"))?,
+        ),
+    };
+    let engine = state.ctx.engine.clone();
+    let queue = name.clone();
+    // A page reads the store: off the async threads.
+    let page =
+        tokio::task::spawn_blocking(move || engine.dead_letters(&queue, cursor.as_deref(), limit))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+    let letters: Vec<Value> = page
+        .letters
+        .iter()
+        .map(|l| {
+            json!({
+                "id": l.task.id,
+                "queue": l.task.queue,
+                "task": l.task.task,
+                "args": l.task.args,
+                "kwargs": l.task.kwargs,
+                "error": l.error,
+                "attempts": l.attempts,
+                "failed_at_us": l.failed_at_us,
+                "submitted_at_us": l.task.submitted_at_us,
+                "priority": l.task.priority,
+                "reply_topic": l.task.reply.as_ref().map(|r| r.topic.clone()),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "queue": name,
+        "total": page.total,
+        "dead_letters": letters,
+        "next_cursor": page.next_cursor.map(|c| crate::history::hex_string(&c)),
+    }))
+    .into_response())
+}
+
+async fn replay_dead(
+    Admin(caller): Admin,
+    State(state): State<HttpState>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult {
+    state
+        .ctx
+        .engine
+        .replay_dead(&name, &id)
+        .map_err(|e| match e {
+            ActionError::NotFound(_) => {
+                ApiError::not_found(format!("no dead letter `{id}` in queue `{name}`"))
+            }
+            other => other.into(),
+        })?;
+    tracing::info!(task_id = %id, queue = %name, user = ?caller.user, "dead letter replayed through the API");
+    Ok(Json(json!({"id": id, "status": "queued"})).into_response())
+}
+
+async fn discard_dead(
+    Admin(caller): Admin,
+    State(state): State<HttpState>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult {
+    state
+        .ctx
+        .engine
+        .discard_dead(&name, &id)
+        .map_err(|e| match e {
+            ActionError::NotFound(_) => {
+                ApiError::not_found(format!("no dead letter `{id}` in queue `{name}`"))
+            }
+            other => other.into(),
+        })?;
+    tracing::info!(task_id = %id, queue = %name, user = ?caller.user, "dead letter discarded through the API");
+    Ok(Json(json!({"id": id, "status": "discarded"})).into_response())
+}
+
+async fn replay_all_dead(
+    Admin(caller): Admin,
+    State(state): State<HttpState>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    all_dead(state, caller, name, true).await
+}
+
+async fn discard_all_dead(
+    Admin(caller): Admin,
+    State(state): State<HttpState>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    all_dead(state, caller, name, false).await
+}
+
+async fn all_dead(state: HttpState, caller: Caller, name: String, replay: bool) -> ApiResult {
+    let engine = state.ctx.engine.clone();
+    let queue = name.clone();
+    let (n, err) = tokio::task::spawn_blocking(move || engine.all_dead(&queue, replay))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let what = if replay { "replayed" } else { "discarded" };
+    tracing::info!(queue = %name, count = n, user = ?caller.user, "dead letters {what} through the API");
+    if let Some(e) = err {
+        let mut e = ApiError::from(e);
+        e.message = format!("{what} {n}, then: {}", e.message);
+        return Err(e);
+    }
+    Ok(Json(json!({"queue": name, what: n})).into_response())
 }
 
 async fn workers(_: Caller, State(state): State<HttpState>) -> Json<Value> {

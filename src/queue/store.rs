@@ -17,7 +17,10 @@ use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use crate::engine::{StoreError, StoredTask, TaskKey, TaskStore};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::engine::{DeadLetter, DeadPage, StoreError, StoredTask, TaskKey, TaskStore};
 
 /// How far a write goes before `put`/`remove` return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -34,6 +37,11 @@ pub enum SyncMode {
 pub struct FjallStore {
     db: Database,
     tasks: Keyspace,
+    /// Dead letters: `<queue>/` + failed_at_us (8 bytes, big-endian) + task id.
+    /// `/` cannot occur in a queue name, so each queue is one key prefix.
+    dead: Keyspace,
+    /// Dead letters per queue, counted at open and kept in step.
+    dead_counts: Arc<Mutex<HashMap<String, usize>>>,
     sync: SyncMode,
 }
 
@@ -63,12 +71,62 @@ impl FjallStore {
         let tasks = db
             .keyspace("tasks", KeyspaceCreateOptions::default)
             .map_err(backend)?;
-        Ok(FjallStore { db, tasks, sync })
+        let dead = db
+            .keyspace("dead", KeyspaceCreateOptions::default)
+            .map_err(backend)?;
+        let mut counts = HashMap::new();
+        for guard in dead.iter() {
+            let k = guard.key().map_err(backend)?;
+            if let Some(queue) = dead_queue(&k) {
+                *counts.entry(queue.to_string()).or_insert(0) += 1;
+            }
+        }
+        Ok(FjallStore {
+            db,
+            tasks,
+            dead,
+            dead_counts: Arc::new(Mutex::new(counts)),
+            sync,
+        })
     }
 }
 
 fn backend(e: fjall::Error) -> StoreError {
     StoreError::Backend(Box::new(e))
+}
+
+fn dead_prefix(queue: &str) -> Vec<u8> {
+    let mut k = queue.as_bytes().to_vec();
+    k.push(b'/');
+    k
+}
+
+fn dead_key(letter: &DeadLetter) -> Vec<u8> {
+    let mut k = dead_prefix(&letter.task.queue);
+    k.extend_from_slice(&letter.failed_at_us.to_be_bytes());
+    k.extend_from_slice(letter.task.id.as_bytes());
+    k
+}
+
+fn dead_queue(key: &[u8]) -> Option<&str> {
+    let slash = key.iter().position(|b| *b == b'/')?;
+    std::str::from_utf8(&key[..slash]).ok()
+}
+
+impl FjallStore {
+    fn dead_count(&self, queue: &str, delta: isize) -> usize {
+        let mut counts = self.dead_counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(queue.to_string()).or_insert(0);
+        *n = n.saturating_add_signed(delta);
+        *n
+    }
+
+    fn decode_dead(key: &[u8], value: &[u8]) -> Result<DeadLetter, StoreError> {
+        serde_json::from_slice(value).map_err(|source| StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            source,
+        })
+    }
 }
 
 impl TaskStore for FjallStore {
@@ -106,6 +164,68 @@ impl TaskStore for FjallStore {
         }
         Ok(out)
     }
+
+    fn put_dead(&self, letter: &DeadLetter, keep: usize) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(letter).map_err(StoreError::Encode)?;
+        self.dead.insert(dead_key(letter), value).map_err(backend)?;
+        let mut n = self.dead_count(&letter.task.queue, 1);
+        while n > keep.max(1) {
+            let oldest = self
+                .dead
+                .prefix(dead_prefix(&letter.task.queue))
+                .next()
+                .map(|g| g.key())
+                .transpose()
+                .map_err(backend)?;
+            let Some(oldest) = oldest else { break };
+            self.dead.remove(oldest).map_err(backend)?;
+            n = self.dead_count(&letter.task.queue, -1);
+        }
+        self.flush()
+    }
+
+    fn dead_letters(
+        &self,
+        queue: &str,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<DeadPage, StoreError> {
+        let prefix = dead_prefix(queue);
+        let mut letters = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for guard in self.dead.prefix(&prefix).rev() {
+            let (k, v) = guard.into_inner().map_err(backend)?;
+            if cursor.is_some_and(|c| k.as_ref() >= c) {
+                continue;
+            }
+            if letters.len() == limit {
+                more = true;
+                break;
+            }
+            letters.push(FjallStore::decode_dead(&k, &v)?);
+            last = Some(k.to_vec());
+        }
+        Ok(DeadPage {
+            letters,
+            next_cursor: if more { last } else { None },
+            total: self.dead_count(queue, 0),
+        })
+    }
+
+    fn take_dead(&self, queue: &str, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        for guard in self.dead.prefix(dead_prefix(queue)) {
+            let (k, v) = guard.into_inner().map_err(backend)?;
+            if k.ends_with(id.as_bytes()) && k.len() == dead_prefix(queue).len() + 8 + id.len() {
+                let letter = FjallStore::decode_dead(&k, &v)?;
+                self.dead.remove(k).map_err(backend)?;
+                self.dead_count(queue, -1);
+                self.flush()?;
+                return Ok(Some(letter));
+            }
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
@@ -132,8 +252,55 @@ mod tests {
         }
         let store = FjallStore::open(dir.path(), SyncMode::Fsync).unwrap();
         let loaded = store.load_all().unwrap();
+        assert!(
+            store
+                .dead_letters("q", None, 10)
+                .unwrap()
+                .letters
+                .is_empty()
+        );
         let ids: Vec<_> = loaded.iter().map(|(_, t)| t.id.as_str()).collect();
         assert_eq!(ids, ["t0", "t2"]);
         assert_eq!(loaded[0].0, keys[0]);
+    }
+
+    #[test]
+    fn dead_letters_page_newest_first_keep_their_bound_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let letter = |id: &str, at: u64| DeadLetter {
+            task: task(id),
+            error: format!("e{id}"),
+            attempts: 5,
+            failed_at_us: at,
+        };
+        {
+            let store = FjallStore::open(dir.path(), SyncMode::Buffer).unwrap();
+            for i in 0..5u64 {
+                store
+                    .put_dead(&letter(&format!("d{i}"), 10 + i), 4)
+                    .unwrap();
+            }
+            let mut other = letter("x", 1);
+            other.task.queue = "q2".into();
+            store.put_dead(&other, 4).unwrap();
+        }
+        let store = FjallStore::open(dir.path(), SyncMode::Buffer).unwrap();
+        let page = store.dead_letters("q", None, 3).unwrap();
+        let ids: Vec<&str> = page.letters.iter().map(|l| l.task.id.as_str()).collect();
+        assert_eq!(
+            (ids, page.total),
+            (vec!["d4", "d3", "d2"], 4),
+            "d0 fell off the bound"
+        );
+        let rest = store
+            .dead_letters("q", page.next_cursor.as_deref(), 3)
+            .unwrap();
+        assert_eq!(rest.letters.len(), 1);
+        assert_eq!(rest.next_cursor, None);
+        let taken = store.take_dead("q", "d3").unwrap().unwrap();
+        assert_eq!(taken.error, "ed3");
+        assert!(store.take_dead("q", "d3").unwrap().is_none());
+        assert_eq!(store.dead_letters("q", None, 10).unwrap().total, 3);
+        assert_eq!(store.dead_letters("q2", None, 10).unwrap().total, 1);
     }
 }

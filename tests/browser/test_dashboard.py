@@ -271,9 +271,58 @@ class Dashboard(unittest.TestCase):
         d.find_element(By.ID, "confirm-ok").click()
         eventually("queue emptied",
                    lambda: self.text('#queues-table tr[data-queue="parked"] [data-col="waiting"]') == "0")
-        # The history follows the dispatcher within one recorder interval.
+        # The history follows the engine within one recorder interval.
         eventually("parked-1 revoked in the history",
                    lambda: json.loads(self.api("GET", "/tasks/parked-1")[1]).get("status") == "revoked")
+
+    def test_5b_dead_letters_are_listed_and_replayed_from_their_view(self):
+        """A task whose only attempt asks for a retry lands in the dead
+        letters; the admin replays it from the queue's Dead letters view and
+        the second run succeeds."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        seen = set()
+
+        def on_message(client, _userdata, msg):
+            task = json.loads(msg.payload)
+            answer = {"result": "second time lucky"} if task["id"] in seen else {"error": "broken", "retry": True}
+            seen.add(task["id"])
+            props = Properties(PacketTypes.PUBLISH)
+            props.CorrelationData = msg.properties.CorrelationData
+            client.publish(msg.properties.ResponseTopic, json.dumps(answer), qos=1, properties=props)
+
+        worker = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="browser-doomed", protocol=mqtt.MQTTv5)
+        worker.on_message = on_message
+        worker.on_connect = lambda c, *_: c.subscribe("$share/g/tasks/doomed", qos=1)
+        worker.connect("127.0.0.1", self.broker.mqtt_port)
+        worker.loop_start()
+        try:
+            self.login(*ADMIN)
+            eventually("doomed worker subscribed", lambda: any(
+                q["name"] == "doomed" and q["consumer_count"] == 1
+                for q in json.loads(self.api("GET", "/queues")[1])["queues"]))
+            subprocess.run(["mosquitto_pub", "-p", str(self.broker.mqtt_port), "-q", "1", "-t", "tasks/doomed",
+                            "-m", json.dumps({"id": "doomed-1", "retry": {"max_attempts": 1}})], check=True)
+            self.go("#/queues")
+            d = self.driver
+            link = eventually("a dead-letter count on the queues page",
+                              lambda: d.find_element(By.CSS_SELECTOR, '#queues-table tr[data-queue="doomed"] [data-col="dead"] a'))
+            self.assertEqual(link.text, "1")
+            link.click()
+            row = '#dead-table tr[data-task-id="doomed-1"]'
+            eventually("the dead letter listed", lambda: "broken" in self.text(row))
+            self.shot("dead-letters")
+            d.find_element(By.CSS_SELECTOR, f'{row} button[data-action="replay"]').click()
+            eventually("confirm dialog", lambda: d.find_element(By.ID, "confirm-dialog").is_displayed())
+            d.find_element(By.ID, "confirm-ok").click()
+            eventually("the dead letters emptied", lambda: d.find_element(By.ID, "dead-empty"))
+            eventually("the replay succeeded", lambda: json.loads(
+                self.api("GET", "/tasks/doomed-1")[1]).get("result") == "second time lucky")
+        finally:
+            worker.loop_stop()
+            worker.disconnect()
 
     def test_6_a_viewer_sees_but_cannot_purge(self):
         subprocess.run(["mosquitto_pub", "-p", str(self.broker.mqtt_port), "-q", "1", "-t", "tasks/parked",

@@ -12,7 +12,7 @@ use swarmq_worker::{Client, TaskError};
 use crate::support::*;
 
 /// A reqwest client for one broker, optionally with a bearer token.
-struct Api {
+pub(crate) struct Api {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
@@ -20,7 +20,7 @@ struct Api {
 }
 
 impl Api {
-    fn new(broker: &TestBroker) -> Api {
+    pub(crate) fn new(broker: &TestBroker) -> Api {
         Api {
             http: reqwest::Client::new(),
             base: broker.http_url("/api/v1"),
@@ -59,12 +59,16 @@ impl Api {
         (status, v)
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         Api::send(self.request(reqwest::Method::GET, path)).await
     }
 
-    async fn post(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str) -> (u16, Value) {
         Api::send(self.request(reqwest::Method::POST, path)).await
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> (u16, Value) {
+        Api::send(self.request(reqwest::Method::DELETE, path)).await
     }
 
     async fn login(&self, user: &str, password: &str) -> (u16, Value, Option<String>) {
@@ -87,7 +91,7 @@ impl Api {
 
     /// GETs until `pred` holds on the body (the history lags the dispatcher
     /// by up to one recorder interval).
-    async fn get_until(&self, path: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn get_until(&self, path: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let (status, v) = self.get(path).await;
@@ -103,7 +107,7 @@ impl Api {
     }
 }
 
-fn error_code(v: &Value) -> &str {
+pub(crate) fn error_code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
 

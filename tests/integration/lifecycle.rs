@@ -442,3 +442,118 @@ async fn mosquitto_pub_submits_with_options_and_bad_options_are_rejected_by_name
             > body["submitted_at_us"].as_u64().unwrap() + 29_000_000
     );
 }
+
+#[tokio::test]
+async fn an_exhausted_task_lands_in_dead_letters_and_replays_to_success_for_the_same_requester() {
+    use crate::api::{Api, error_code};
+    let broker =
+        TestBroker::start_with(&[("tasks.backoff_ms", "20"), ("tasks.max_attempts", "2")]).await;
+    let api = Api::new(&broker);
+    let mut worker = raw_worker(broker.mqtt, "dl-worker", "dl", 4).await;
+    wait_consumers(&broker, "dl", 1).await;
+    let mut requester = V5Peer::connect(broker.mqtt, "dl-req").await;
+    requester.subscribe("replies/dl").await;
+    for id in ["dl-1", "dl-2", "dl-3"] {
+        requester
+            .publish_acked(
+                "tasks/dl",
+                json!({"id": id, "args": [id]}).to_string(),
+                reply_props("replies/dl", id),
+            )
+            .await;
+    }
+    // Each fails twice with a retry asked: its attempts are used up.
+    for _ in 0..6 {
+        let (_, _, topic, corr) = next_task(&mut worker).await;
+        answer(
+            &worker,
+            &topic,
+            &corr,
+            json!({"error": "disk on fire", "retry": true}),
+        )
+        .await;
+    }
+    for _ in 0..3 {
+        let r = json(&requester.next_publish().await);
+        assert_eq!(
+            (r["status"].as_str(), r["attempts"].as_u64()),
+            (Some("failure"), Some(2))
+        );
+    }
+    let (status, page) = api.get("/queues/dl/dead?limit=2").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["total"], 3);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, rest) = api
+        .get(&format!("/queues/dl/dead?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(rest["next_cursor"], Value::Null);
+    let all: Vec<&Value> = page["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["dead_letters"].as_array().unwrap())
+        .collect();
+    let mut ids: Vec<&str> = all.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    let times: Vec<u64> = all
+        .iter()
+        .map(|l| l["failed_at_us"].as_u64().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    assert!(
+        all[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("disk on fire")
+    );
+    assert!(all.iter().all(|l| l["attempts"] == 2));
+    ids.sort();
+    assert_eq!(ids, ["dl-1", "dl-2", "dl-3"]);
+    assert_eq!(api.get("/queues/dl").await.1["dead_letters"], 3);
+
+    // Replay dl-2: it runs again from attempt 1; the requester gets its
+    // second result on the same reply topic and correlation.
+    let (status, v) = api.post("/queues/dl/dead/dl-2/replay").await;
+    assert_eq!(
+        (status, v),
+        (200, json!({"id": "dl-2", "status": "queued"}))
+    );
+    let (_, task, topic, corr) = next_task(&mut worker).await;
+    assert_eq!(
+        (task["id"].as_str(), task["attempt"].as_u64()),
+        (Some("dl-2"), Some(1))
+    );
+    answer(&worker, &topic, &corr, json!({"result": "fixed"})).await;
+    let p = requester.next_publish().await;
+    assert_eq!(
+        p.properties
+            .clone()
+            .and_then(|p| p.correlation_data)
+            .as_deref(),
+        Some(&b"dl-2"[..])
+    );
+    let r = json(&p);
+    assert_eq!(
+        (r["status"].as_str(), r["result"].as_str()),
+        (Some("success"), Some("fixed"))
+    );
+    let (status, v) = api.post("/queues/dl/dead/dl-2/replay").await;
+    assert_eq!((status, error_code(&v)), (404, "not_found"));
+
+    // Discard one, replay the rest.
+    let (status, _) = api.delete("/queues/dl/dead/dl-1").await;
+    assert_eq!(status, 200);
+    let (status, v) = api.post("/queues/dl/dead/replay").await;
+    assert_eq!((status, v), (200, json!({"queue": "dl", "replayed": 1})));
+    let (_, task, _, _) = next_task(&mut worker).await;
+    assert_eq!(
+        (task["id"].as_str(), task["attempt"].as_u64()),
+        (Some("dl-3"), Some(1))
+    );
+    assert_eq!(api.get("/queues/dl/dead").await.1["total"], 0);
+    let (status, v) = api.delete("/queues/dl/dead").await;
+    assert_eq!((status, v), (200, json!({"queue": "dl", "discarded": 0})));
+}

@@ -241,7 +241,10 @@ async function pageQueues(main) {
   },
   h("td", {}, h("strong", {}, q.name), q.warning ? h("div", { class: "warning", "data-warning": q.name }, q.warning) : null),
   h("td", { class: "num", "data-col": "waiting" }, fmtNum(q.waiting)),
+  h("td", { class: "num", "data-col": "scheduled" }, fmtNum(q.scheduled)),
   h("td", { class: "num", "data-col": "in_flight" }, fmtNum(q.in_flight)),
+  h("td", { class: "num", "data-col": "dead" }, q.dead_letters
+    ? h("a", { href: `#/queues/${encodeURIComponent(q.name)}/dead` }, fmtNum(q.dead_letters)) : "0"),
   h("td", { class: "num" }, fmtNum(q.rates.submitted_per_s, 1)),
   h("td", { class: "num" }, fmtNum(q.rates.completed_per_s, 1)),
   h("td", { class: "num" }, fmtNum(q.rates.failed_per_s, 1)),
@@ -256,7 +259,8 @@ async function pageQueues(main) {
     setTitle("Queues"),
     queues.length ? h("table", { id: "queues-table" },
       h("thead", {}, h("tr", {},
-        h("th", {}, "queue"), h("th", { class: "num" }, "waiting"), h("th", { class: "num" }, "in flight"),
+        h("th", {}, "queue"), h("th", { class: "num" }, "waiting"), h("th", { class: "num" }, "scheduled"),
+        h("th", { class: "num" }, "in flight"), h("th", { class: "num" }, "dead letters"),
         h("th", { class: "num" }, "in / s"), h("th", { class: "num" }, "done / s"), h("th", { class: "num" }, "failed / s"),
         h("th", {}, "consumers (in flight / capacity)"), h("th", {}, ""))),
       h("tbody", {}, rows))
@@ -265,7 +269,7 @@ async function pageQueues(main) {
 }
 
 async function revokeTask(id) {
-  if (!await confirmAction(`Revoke task ${id}? It will not run; its requester gets a “revoked” result.`)) return;
+  if (!await confirmAction(`Revoke task ${id}? It will not run again; its requester gets a “revoked” result, and a worker running it is told to cancel.`)) return;
   try {
     await api(`/tasks/${encodeURIComponent(id)}/revoke`, { method: "POST" });
     toast(`Revoked ${id}`);
@@ -293,19 +297,22 @@ async function pageQueue(main, name) {
     q.warning ? h("p", { class: "warning" }, q.warning) : null,
     h("dl", { class: "fields" },
       h("dt", {}, "waiting"), h("dd", { "data-field": "waiting" }, fmtNum(q.waiting)),
+      h("dt", {}, "scheduled"), h("dd", { "data-field": "scheduled" }, fmtNum(q.scheduled)),
       h("dt", {}, "in flight"), h("dd", {}, fmtNum(q.in_flight)),
+      h("dt", {}, "dead letters"), h("dd", { "data-field": "dead" }, h("a", { href: `#/queues/${encodeURIComponent(q.name)}/dead` }, fmtNum(q.dead_letters))),
       h("dt", {}, "consumers"), h("dd", {}, q.consumers.map((c) => `${c.worker} (${c.in_flight}/${c.capacity})`).join(", ") || "none"),
-      h("dt", {}, "limits"), h("dd", {}, `max length ${fmtNum(q.limits.max_length)}, lease ${fmtNum(q.limits.lease_timeout_ms)} ms, max attempts ${q.limits.max_attempts}, max per worker ${q.limits.max_per_worker || "–"}`),
+      h("dt", {}, "limits"), h("dd", {}, `max length ${fmtNum(q.limits.max_length)}, lease ${fmtNum(q.limits.lease_timeout_ms)} ms, max attempts ${q.limits.max_attempts}, backoff ${fmtNum(q.limits.backoff_ms)}–${fmtNum(q.limits.backoff_max_ms)} ms${q.limits.jitter ? " with jitter" : ""}, max per worker ${q.limits.max_per_worker || "–"}`),
     ),
     h("div", { class: "actions" },
       h("a", { href: `#/tasks?queue=${encodeURIComponent(q.name)}` }, "Search this queue's history"),
       isAdmin() ? h("button", { class: "danger", "data-action": "purge", "data-queue": q.name, disabled: q.waiting === 0, onclick: () => purgeQueue(q.name) }, "Purge") : null),
-    h("h2", {}, `Next waiting (${fmtNum(q.next_waiting.length)} of ${fmtNum(q.waiting)})`),
+    h("h2", {}, `Next waiting (${fmtNum(q.next_waiting.length)} of ${fmtNum(q.waiting + q.scheduled)})`),
     h("table", { id: "waiting-table" },
-      h("thead", {}, h("tr", {}, h("th", {}, "id"), h("th", {}, "task"), h("th", {}, "submitted"), h("th", { class: "num" }, "attempts"), h("th", {}, ""))),
+      h("thead", {}, h("tr", {}, h("th", {}, "id"), h("th", {}, "task"), h("th", {}, "submitted"), h("th", { class: "num" }, "priority"), h("th", {}, "due"), h("th", { class: "num" }, "attempts"), h("th", {}, ""))),
       h("tbody", {}, q.next_waiting.map((t) => h("tr", { "data-task-id": t.id },
         h("td", {}, h("a", { href: `#/tasks/${encodeURIComponent(t.id)}` }, h("code", {}, t.id))),
-        h("td", {}, t.task), h("td", {}, fmtTime(t.submitted_at_us)), h("td", { class: "num" }, t.attempts),
+        h("td", {}, t.task), h("td", {}, fmtTime(t.submitted_at_us)), h("td", { class: "num" }, t.priority),
+        h("td", {}, t.due_at_us ? fmtTime(t.due_at_us) : "now"), h("td", { class: "num" }, t.attempts),
         h("td", {}, isAdmin() ? h("button", { "data-action": "revoke", onclick: () => revokeTask(t.id) }, "Revoke") : null))))),
   );
 }
@@ -334,7 +341,7 @@ async function pageWorkers(main) {
 }
 
 const TASK_FILTERS = ["id", "queue", "task", "status", "worker", "since", "until"];
-const STATUSES = ["", "queued", "running", "success", "failure", "expired", "revoked", "rejected"];
+const STATUSES = ["", "scheduled", "queued", "running", "success", "failure", "expired", "revoked", "rejected"];
 
 // datetime-local value <-> ms since the epoch (local time).
 const toLocalInput = (ms) => { const d = new Date(Number(ms)); d.setMinutes(d.getMinutes() - d.getTimezoneOffset()); return d.toISOString().slice(0, 16); };
@@ -400,6 +407,47 @@ async function pageTasks(main, params) {
   );
 }
 
+async function deadAction(queue, id, replay) {
+  const what = id ? `dead letter ${id}` : `every dead letter of ${queue}`;
+  const text = replay
+    ? `Replay ${what}? It runs again with its id, arguments and reply topic, and a fresh attempt count.`
+    : `Discard ${what}? It is deleted for good.`;
+  if (!await confirmAction(text)) return;
+  const base = `/queues/${encodeURIComponent(queue)}/dead`;
+  const path = id ? `${base}/${encodeURIComponent(id)}${replay ? "/replay" : ""}` : `${base}${replay ? "/replay" : ""}`;
+  try {
+    const r = await api(path, { method: replay ? "POST" : "DELETE" });
+    toast(id ? `${replay ? "Replayed" : "Discarded"} ${id}` : `${replay ? "Replayed" : "Discarded"} ${r.replayed ?? r.discarded} dead letter(s)`);
+  } catch (e) {
+    toast(`${replay ? "Replay" : "Discard"} failed: ${e.message}`, true);
+  }
+  refresh();
+}
+
+async function pageDead(main, name, params) {
+  const cursor = params.get("cursor");
+  const page = await api(`/queues/${encodeURIComponent(name)}/dead?limit=50${cursor ? `&cursor=${cursor}` : ""}`);
+  render(main,
+    setTitle(`Dead letters of ${name}`),
+    h("p", { class: "muted" }, `Tasks whose attempts were used up: ${fmtNum(page.total)}. Replay runs one again with a fresh attempt count; its result goes to its original reply topic.`),
+    h("div", { class: "actions" },
+      h("a", { href: `#/queues/${encodeURIComponent(name)}` }, `Back to queue ${name}`),
+      isAdmin() ? h("button", { class: "primary", "data-action": "replay-all", disabled: page.total === 0, onclick: () => deadAction(name, null, true) }, "Replay all") : null,
+      isAdmin() ? h("button", { class: "danger", "data-action": "discard-all", disabled: page.total === 0, onclick: () => deadAction(name, null, false) }, "Discard all") : null),
+    page.dead_letters.length ? h("table", { id: "dead-table" },
+      h("thead", {}, h("tr", {}, h("th", {}, "id"), h("th", {}, "task"), h("th", {}, "failed"), h("th", { class: "num" }, "attempts"), h("th", {}, "last error"), h("th", {}, ""))),
+      h("tbody", {}, page.dead_letters.map((l) => h("tr", { "data-task-id": l.id },
+        h("td", {}, h("a", { href: `#/tasks/${encodeURIComponent(l.id)}` }, h("code", {}, l.id))),
+        h("td", {}, l.task), h("td", {}, fmtTime(l.failed_at_us)), h("td", { class: "num" }, l.attempts),
+        h("td", {}, h("code", {}, l.error)),
+        h("td", {}, isAdmin() ? [
+          h("button", { "data-action": "replay", onclick: () => deadAction(name, l.id, true) }, "Replay"),
+          h("button", { class: "danger", "data-action": "discard", onclick: () => deadAction(name, l.id, false) }, "Discard")] : null)))))
+      : h("p", { class: "muted", id: "dead-empty" }, "No dead letters."),
+    page.next_cursor ? h("a", { href: `#/queues/${encodeURIComponent(name)}/dead?cursor=${page.next_cursor}` }, "Older") : null,
+  );
+}
+
 async function pageTask(main, id) {
   let t;
   try {
@@ -413,7 +461,7 @@ async function pageTask(main, id) {
   render(main, 
     setTitle(`Task ${t.id}`),
     h("div", { class: "actions" },
-      isAdmin() && t.status === "queued" ? h("button", { class: "danger", "data-action": "revoke", onclick: () => revokeTask(t.id) }, "Revoke") : null,
+      isAdmin() && ["scheduled", "queued", "running"].includes(t.status) ? h("button", { class: "danger", "data-action": "revoke", onclick: () => revokeTask(t.id) }, "Revoke") : null,
       isAdmin() && ["failure", "expired", "revoked"].includes(t.status) ? h("button", { class: "primary", "data-action": "retry", onclick: () => retryTask(t.id) }, "Retry") : null,
     ),
     h("dl", { class: "fields", id: "task-detail" },
@@ -423,6 +471,9 @@ async function pageTask(main, id) {
       field("task", t.task),
       field("worker", t.worker || "–"),
       field("attempts", t.attempts),
+      field("priority", t.priority ?? 0),
+      t.due_at_us && t.status === "scheduled" ? field("due", fmtTime(t.due_at_us), "due") : null,
+      t.retry ? field("retry policy", `${t.retry.max_attempts} attempts, backoff ${t.retry.backoff_ms}–${t.retry.backoff_max_ms} ms${t.retry.jitter ? " with jitter" : ""}`, "retry") : null,
       field("submitted", fmtTime(t.submitted_at_us), "submitted"),
       field("started", fmtTime(t.started_at_us), "started"),
       field("finished", fmtTime(t.finished_at_us), "finished"),
@@ -435,8 +486,9 @@ async function pageTask(main, id) {
     ),
     h("h2", {}, "Envelope"),
     json({ task: t.task, args: t.args, kwargs: t.kwargs, ...(t.user_properties && t.user_properties.length ? { user_properties: t.user_properties } : {}) }),
+    t.progress !== undefined ? [h("h2", {}, "Latest progress"), h("div", { id: "task-progress" }, json(t.progress))] : null,
     t.status === "success" ? [h("h2", {}, "Result"), h("div", { id: "task-result" }, json(t.result))] : null,
-    t.error ? [h("h2", {}, t.status === "queued" || t.status === "running" ? "Last delivery" : "Error"), h("pre", { id: "task-error-text" }, t.error)] : null,
+    t.error ? [h("h2", {}, ["scheduled", "queued", "running"].includes(t.status) ? "Last attempt" : "Error"), h("pre", { id: "task-error-text" }, t.error)] : null,
   );
 }
 
@@ -449,7 +501,8 @@ function route() {
   const params = new URLSearchParams(qs || "");
   const main = $("#main");
   let name = "overview", fn = () => pageOverview(main);
-  if (parts[0] === "queues" && parts[1]) { name = "queues"; fn = () => pageQueue(main, parts[1]); }
+  if (parts[0] === "queues" && parts[1] && parts[2] === "dead") { name = "queues"; fn = () => pageDead(main, parts[1], params); }
+  else if (parts[0] === "queues" && parts[1]) { name = "queues"; fn = () => pageQueue(main, parts[1]); }
   else if (parts[0] === "queues") { name = "queues"; fn = () => pageQueues(main); }
   else if (parts[0] === "workers") { name = "workers"; fn = () => pageWorkers(main); }
   else if (parts[0] === "tasks" && parts[1]) { name = "task"; fn = () => pageTask(main, parts[1]); }
