@@ -3,10 +3,13 @@
 # workers (concurrency $CONCURRENCY, default 64), and cleans everything up on
 # exit. Settings reach the broker through SWARMQ__… variables in the caller's
 # environment. Sets BIN, DATA, LOG, URL, HTTP, broker, workers and pids.
-# Source it; do not run it.
+# BIN=DIR takes the binaries from DIR instead of building them (to compare
+# two builds, see benches/ab.sh). Source it; do not run it.
 
-cargo build --release -q -p swarmq -p word-count
-BIN=target/release
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p swarmq -p word-count
+  BIN=target/release
+fi
 DATA=$(mktemp -d)
 LOG=$(mktemp)
 pids=()

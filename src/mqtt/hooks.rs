@@ -107,8 +107,12 @@ impl Live {
                 .properties
                 .as_ref()
                 .and_then(|p| p.correlation_data.as_deref());
-            self.engine
-                .answer(&session.id.client_id, correlation, &publish.payload);
+            self.publisher
+                .inline(|| {
+                    self.engine
+                        .answer(&session.id.client_id, correlation, &publish.payload)
+                })
+                .await;
             return Some(consumed());
         }
         if topic == HISTORY_GET_TOPIC {
@@ -138,7 +142,10 @@ impl Live {
                 .await;
             return;
         };
-        let mut outcome = self.engine.revoke(&id, "revoked by request");
+        let mut outcome = self
+            .publisher
+            .inline(|| self.engine.revoke(&id, "revoked by request"))
+            .await;
         if outcome == RevokeOutcome::Unknown
             && let Some(h) = &self.history
             && let Ok(Some(record)) = h.get(&id)
@@ -205,7 +212,11 @@ impl Live {
                 .and_then(|p| p.message_expiry_interval)
                 .map(|n| n.get()),
         };
-        let acl = match self.engine.submit(submission) {
+        let acl = match self
+            .publisher
+            .inline(|| self.engine.submit(submission))
+            .await
+        {
             // Allowed: rmqtt routes a copy to plain (observer) subscribers;
             // the shared-subscription policy keeps it from worker groups.
             SubmitOutcome::Accepted | SubmitOutcome::Duplicate => PublishAclResult::allow(),
@@ -252,12 +263,16 @@ impl Live {
             return;
         }
         let capacity = self.capacity(session).await;
-        self.engine.worker_subscribed(
-            &session.id.client_id,
-            connection_id(session),
-            capacity,
-            filter,
-        );
+        self.publisher
+            .inline(|| {
+                self.engine.worker_subscribed(
+                    &session.id.client_id,
+                    connection_id(session),
+                    capacity,
+                    filter,
+                )
+            })
+            .await;
     }
 
     /// A persistent session that reconnects keeps its subscriptions without
@@ -395,8 +410,12 @@ impl Handler for TaskHooks {
             }
             Parameter::ClientDisconnected(session, _reason) => {
                 live.engine.metrics().connections_add(-1);
-                live.engine
-                    .worker_gone(&session.id.client_id, connection_id(session));
+                live.publisher
+                    .inline(|| {
+                        live.engine
+                            .worker_gone(&session.id.client_id, connection_id(session))
+                    })
+                    .await;
                 (true, acc)
             }
             Parameter::MessageExpiryCheck(session, from, publish) => {

@@ -5,8 +5,12 @@
 //! from our [`MqttSettings`], installs the task-aware
 //! shared-subscription policy ([`shared`]) and the hooks ([`hooks`]) that turn
 //! MQTT events into [`Engine`] calls, and implements the engine's
-//! [`Outbox`] port: [`BrokerOutbox`] queues the engine's [`Effect`]s, and
-//! one publisher task hands them to rmqtt in the order they were decided.
+//! [`Outbox`] port: [`BrokerOutbox`] hands the engine's [`Effect`]s to rmqtt.
+//! Effects of an engine call made by a hook are published by that client's
+//! session task right after the call (the hot path: no hop to another
+//! task); effects of calls from elsewhere (the API, the timer) go to one
+//! publisher task. Either way the effects of one call leave in the order
+//! they were decided.
 //!
 //! rmqtt has no shutdown API: [`EmbeddedBroker::run`] drops the server future
 //! when its token is cancelled, which closes the listener and every connection.
@@ -14,6 +18,7 @@
 mod hooks;
 mod shared;
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::time::Duration;
@@ -71,14 +76,21 @@ pub enum BrokerError {
     },
 }
 
-/// The engine's effects port, as the broker implements it: a queue that
-/// the broker's publisher task drains.
+tokio::task_local! {
+    /// Effects of the engine call a hook is making on its session task;
+    /// [`Publisher::inline`] publishes them right after the call.
+    static INLINE: RefCell<Vec<Effect>>;
+}
+
+/// The engine's effects port, as the broker implements it.
 ///
-/// The queue is unbounded because the engine must never block under its
-/// lock. What bounds it is the publisher task, which forwards each effect
-/// into rmqtt's per-session queues (themselves bounded by
-/// `mqtt.max_mqueue_len`) as fast as the engine produces them; it grows
-/// only while that task waits for a CPU.
+/// Inside [`Publisher::inline`] (a hook's engine call) effects are collected
+/// for the calling task to publish. Anywhere else they go to a queue that
+/// the broker's publisher task drains. The queue is unbounded because the
+/// engine must never block under its lock. What bounds it is the publisher
+/// task, which forwards each effect into rmqtt's per-session queues
+/// (themselves bounded by `mqtt.max_mqueue_len`) as fast as the engine
+/// produces them; it grows only while that task waits for a CPU.
 #[derive(Debug, Clone)]
 pub struct BrokerOutbox {
     tx: UnboundedSender<Vec<Effect>>,
@@ -86,8 +98,14 @@ pub struct BrokerOutbox {
 
 impl Outbox for BrokerOutbox {
     fn send(&self, effects: Vec<Effect>) {
-        // Fails only once the broker has stopped, when nobody can receive.
-        let _ = self.tx.send(effects);
+        let mut effects = Some(effects);
+        let inline = INLINE
+            .try_with(|buf| buf.borrow_mut().extend(effects.take().unwrap_or_default()))
+            .is_ok();
+        if !inline && let Some(effects) = effects {
+            // Fails only once the broker has stopped, when nobody can receive.
+            let _ = self.tx.send(effects);
+        }
     }
 }
 
@@ -288,6 +306,19 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
+    /// Makes the engine call `call` with its effects collected on this
+    /// task, then publishes them from here, in order.
+    pub(crate) async fn inline<R>(&self, call: impl FnOnce() -> R) -> R {
+        let (result, effects) = INLINE.sync_scope(RefCell::new(Vec::new()), || {
+            let result = call();
+            (result, INLINE.with(RefCell::take))
+        });
+        for effect in effects {
+            self.send(effect).await;
+        }
+        result
+    }
+
     pub(crate) async fn send(&self, effect: Effect) {
         let (publish, what) = match effect {
             Effect::Deliver {
