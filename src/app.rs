@@ -274,6 +274,8 @@ fn engine_config(settings: &Settings) -> EngineConfig {
         max_length: l.max_length,
         lease_timeout_ms: l.lease_timeout_ms,
         max_per_worker: l.max_per_worker,
+        max_in_flight: l.max_in_flight,
+        rate_limit: crate::engine::RateLimit::parse(&l.rate_limit),
         retry: RetryPolicy {
             max_attempts: l.max_attempts,
             backoff_ms: l.backoff_ms,

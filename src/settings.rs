@@ -177,6 +177,10 @@ pub struct TaskSettings {
     pub jitter: bool,
     /// Default `max_per_worker` of every queue.
     pub max_per_worker: u32,
+    /// Default `max_in_flight` of every queue (0 = no cap).
+    pub max_in_flight: u32,
+    /// Default `rate_limit` of every queue (`N/s`, `N/m`, `N/h`; empty = none).
+    pub rate_limit: String,
     /// Completed task ids remembered for deduplication.
     pub dedupe_window: usize,
     /// Dead letters kept per queue.
@@ -204,10 +208,15 @@ pub struct QueueSettings {
     pub jitter: Option<bool>,
     /// Most unfinished tasks of this queue per worker (0 = no cap).
     pub max_per_worker: Option<u32>,
+    /// Most running tasks of this queue across all workers (0 = no cap).
+    pub max_in_flight: Option<u32>,
+    /// Most task starts of this queue per period across all workers:
+    /// `N/s`, `N/m` or `N/h` (empty = none).
+    pub rate_limit: Option<String>,
 }
 
 /// The limits of one queue after defaults are applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueLimits {
     /// Most tasks held.
     pub max_length: usize,
@@ -223,6 +232,10 @@ pub struct QueueLimits {
     pub jitter: bool,
     /// Most unfinished tasks of this queue per worker (0 = no cap).
     pub max_per_worker: u32,
+    /// Most running tasks across all workers (0 = no cap).
+    pub max_in_flight: u32,
+    /// Most starts per period, as written (empty = none).
+    pub rate_limit: String,
 }
 
 /// `[shutdown]`.
@@ -413,6 +426,8 @@ impl Settings {
             backoff_max_ms: q.backoff_max_ms.unwrap_or(d.backoff_max_ms),
             jitter: q.jitter.unwrap_or(d.jitter),
             max_per_worker: q.max_per_worker.unwrap_or(d.max_per_worker),
+            max_in_flight: q.max_in_flight.unwrap_or(d.max_in_flight),
+            rate_limit: q.rate_limit.clone().unwrap_or_else(|| d.rate_limit.clone()),
         }
     }
 
@@ -440,6 +455,15 @@ fn check_limits(section: &str, l: &QueueLimits) -> Result<(), SettingsError> {
     }
     if l.backoff_ms > l.backoff_max_ms {
         return invalid("backoff_ms", "must not exceed backoff_max_ms");
+    }
+    if !l.rate_limit.is_empty() && crate::engine::RateLimit::parse(&l.rate_limit).is_none() {
+        return invalid(
+            "rate_limit",
+            &format!(
+                "`{}` is not a rate: write N/s, N/m or N/h with N at least 1",
+                l.rate_limit
+            ),
+        );
     }
     if l.backoff_max_ms > 31_536_000_000 {
         return invalid("backoff_max_ms", "must be at most one year (31536000000)");
@@ -520,6 +544,8 @@ mod tests {
         assert!(bad("tasks.max_attempts", "0").contains("tasks.max_attempts"));
         assert!(bad("tasks.max_attempts", "101").contains("tasks.max_attempts"));
         assert!(bad("tasks.backoff_ms", "700000").contains("tasks.backoff_ms"));
+        assert!(bad("tasks.rate_limit", "10/d").contains("tasks.rate_limit"));
+        assert!(bad("queues.q.rate_limit", "fast").contains("queues.q.rate_limit"));
         assert!(bad("tasks.delivery_qos", "2").contains("tasks.delivery_qos"));
         assert!(bad("mqtt.listen", "nonsense").contains("cannot load"));
         let e = Settings::load(&Sources {

@@ -44,8 +44,44 @@ pub struct QueueLimits {
     pub lease_timeout_ms: u64,
     /// Most unfinished tasks of this queue per worker (0 = no cap).
     pub max_per_worker: u32,
+    /// Most running tasks of this queue across all workers (0 = no cap).
+    pub max_in_flight: u32,
+    /// Most task starts per period across all workers, if limited.
+    pub rate_limit: Option<RateLimit>,
     /// Attempts and backoff of the queue's tasks, unless a task overrides it.
     pub retry: RetryPolicy,
+}
+
+/// `N` task starts per `period_ms`, evenly spaced: a start is allowed
+/// `period_ms / N` after the previous one (a token bucket of capacity one,
+/// as Celery's `rate_limit` is, but counted for the whole queue rather than
+/// per worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Starts per period.
+    pub count: u32,
+    /// The period, in milliseconds.
+    pub period_ms: u64,
+}
+
+impl RateLimit {
+    /// Parses `N/s`, `N/m` or `N/h` (N from 1).
+    pub fn parse(s: &str) -> Option<RateLimit> {
+        let (n, unit) = s.trim().split_once('/')?;
+        let count: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+        let period_ms = match unit.trim() {
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return None,
+        };
+        Some(RateLimit { count, period_ms })
+    }
+
+    /// Microseconds between two starts.
+    pub fn interval_us(&self) -> u64 {
+        self.period_ms * 1000 / u64::from(self.count)
+    }
 }
 
 /// How often and how late a task is tried again.
@@ -112,5 +148,17 @@ mod tests {
             ..p
         };
         assert_eq!(huge.delay_ms(80, 0.0), u64::MAX);
+    }
+
+    #[test]
+    fn rate_limits_parse_per_second_minute_and_hour() {
+        let r = |count, period_ms| Some(RateLimit { count, period_ms });
+        assert_eq!(RateLimit::parse("10/s"), r(10, 1000));
+        assert_eq!(RateLimit::parse(" 3 / m "), r(3, 60_000));
+        assert_eq!(RateLimit::parse("7200/h"), r(7200, 3_600_000));
+        assert_eq!(RateLimit::parse("10/s").unwrap().interval_us(), 100_000);
+        for bad in ["", "10", "0/s", "-1/s", "10/d", "x/s", "10/"] {
+            assert_eq!(RateLimit::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -20,7 +20,13 @@ pub(super) enum Deadline {
     Due(TaskKey),
     /// A task that has not started expires.
     Expiry(TaskKey),
+    /// A rate-limited queue may start its next task.
+    Throttle(QueueId),
 }
+
+/// A queue's number in the engine, so that a deadline stays a small copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct QueueId(pub(super) u32);
 
 /// Deadlines ordered by time, then by kind and task.
 #[derive(Debug, Default)]

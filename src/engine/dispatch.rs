@@ -31,6 +31,23 @@ impl Engine {
             if queue.waiting() == 0 {
                 return;
             }
+            let limits = queue.limits;
+            if limits.max_in_flight > 0 && queue.in_flight() >= limits.max_in_flight as usize {
+                // A lease ending on this queue pumps it again.
+                return;
+            }
+            if limits.rate_limit.is_some() && now < queue.next_start_us {
+                let at = queue.next_start_us;
+                if queue.throttle_at_us != Some(at) {
+                    queue.throttle_at_us = Some(at);
+                    let id = queue.id;
+                    st.deadlines.insert(at, Deadline::Throttle(id));
+                    if at < st.timer_armed_us {
+                        st.wake_timer = true;
+                    }
+                }
+                return;
+            }
             let Some(worker_id) = pick_worker(queue, queue_name, workers) else {
                 return;
             };
@@ -52,6 +69,11 @@ impl Engine {
                 };
                 self.finish(st, key, outcome, fx);
                 continue;
+            }
+            if let Some(rate) = limits.rate_limit
+                && let Some(q) = st.queues.get_mut(queue_name)
+            {
+                q.next_start_us = q.next_start_us.max(now) + rate.interval_us();
             }
             let attempt = entry.task.attempts + 1;
             fx.push(deliver_message(&entry.task, &worker_id, attempt));
@@ -393,6 +415,14 @@ impl Engine {
                     st.attach(key, Stage::Ready, false);
                     self.emit(|| TaskEvent::Ready { id, at_us: now });
                     touched.insert(queue);
+                }
+                Deadline::Throttle(id) => {
+                    if let Some(name) = st.queue_names.get(id.0 as usize).cloned() {
+                        if let Some(q) = st.queues.get_mut(&name) {
+                            q.throttle_at_us = None;
+                        }
+                        touched.insert(name);
+                    }
                 }
                 Deadline::Expiry(key) => {
                     let Some(entry) = st.tasks.get(&key) else {

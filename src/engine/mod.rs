@@ -64,7 +64,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use actions::{ActionError, RevokeOutcome};
 pub use clock::{Clock, SystemClock, now_us};
-pub use config::{EngineConfig, QueueLimits, RetryPolicy};
+pub use config::{EngineConfig, QueueLimits, RateLimit, RetryPolicy};
 pub use effects::{Effect, MemoryOutbox, Outbox};
 pub use events::{EventObserver, TaskEvent};
 pub use request::{MAX_TASK_ID_LEN, Submission, parse_rfc3339_us};
@@ -117,6 +117,8 @@ struct Entry {
 
 struct State {
     queues: HashMap<String, Queue>,
+    /// Queue names by [`deadline::QueueId`].
+    queue_names: Vec<String>,
     tasks: HashMap<TaskKey, Entry>,
     ids: HashMap<String, TaskKey>,
     recent_done: VecDeque<String>,
@@ -206,6 +208,7 @@ impl Engine {
         let _ = getrandom::fill(&mut seed);
         let mut st = State {
             queues: HashMap::new(),
+            queue_names: Vec::new(),
             tasks: HashMap::new(),
             ids: HashMap::new(),
             recent_done: VecDeque::new(),
@@ -219,15 +222,14 @@ impl Engine {
             rng: u64::from_le_bytes(seed) | 1,
         };
         for (name, limits) in &config.queues {
-            st.queues.insert(name.clone(), Queue::new(*limits));
+            st.add_queue(name, *limits);
         }
         let recovered = store.load_all()?;
         let count = recovered.len();
         let now = clock.now_us();
         for (key, task) in recovered {
             if !st.queues.contains_key(&task.queue) {
-                st.queues
-                    .insert(task.queue.clone(), Queue::new(config.limits(&task.queue)));
+                st.add_queue(&task.queue, config.limits(&task.queue));
             }
             let stage = match task.not_before_us {
                 Some(due_us) if due_us > now => Stage::Scheduled { due_us },
@@ -324,6 +326,15 @@ impl Engine {
 }
 
 impl State {
+    /// Creates queue `name`; it must not exist yet.
+    fn add_queue(&mut self, name: &str, limits: QueueLimits) -> &mut Queue {
+        let id = deadline::QueueId(self.queue_names.len() as u32);
+        self.queue_names.push(name.to_string());
+        self.queues
+            .entry(name.to_string())
+            .or_insert_with(|| Queue::new(id, limits))
+    }
+
     /// Takes task `key` out of its stage: out of its queue, the schedule or
     /// its worker's slots, with its deadlines. Returns the lease it had.
     fn detach(&mut self, key: TaskKey) -> Option<Lease> {

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 
 use super::config::QueueLimits;
+use super::deadline::QueueId;
 use super::task::{MAX_PRIORITY, TaskKey};
 
 const LEVELS: usize = MAX_PRIORITY as usize + 1;
@@ -15,7 +16,12 @@ const LEVELS: usize = MAX_PRIORITY as usize + 1;
 /// One queue.
 #[derive(Debug)]
 pub(super) struct Queue {
+    pub(super) id: QueueId,
     pub(super) limits: QueueLimits,
+    /// With a rate limit: the earliest time of the next start.
+    pub(super) next_start_us: u64,
+    /// The throttle deadline set, if one is.
+    pub(super) throttle_at_us: Option<u64>,
     /// Deliverable tasks, one FIFO per priority level.
     ready: [VecDeque<TaskKey>; LEVELS],
     waiting: usize,
@@ -29,9 +35,12 @@ pub(super) struct Queue {
 }
 
 impl Queue {
-    pub(super) fn new(limits: QueueLimits) -> Queue {
+    pub(super) fn new(id: QueueId, limits: QueueLimits) -> Queue {
         Queue {
+            id,
             limits,
+            next_start_us: 0,
+            throttle_at_us: None,
             ready: Default::default(),
             waiting: 0,
             scheduled: 0,
@@ -122,17 +131,22 @@ mod tests {
     use crate::engine::config::RetryPolicy;
 
     fn queue() -> Queue {
-        Queue::new(QueueLimits {
-            max_length: 10,
-            lease_timeout_ms: 1000,
-            max_per_worker: 0,
-            retry: RetryPolicy {
-                max_attempts: 1,
-                backoff_ms: 0,
-                backoff_max_ms: 0,
-                jitter: false,
+        Queue::new(
+            QueueId(0),
+            QueueLimits {
+                max_length: 10,
+                lease_timeout_ms: 1000,
+                max_per_worker: 0,
+                max_in_flight: 0,
+                rate_limit: None,
+                retry: RetryPolicy {
+                    max_attempts: 1,
+                    backoff_ms: 0,
+                    backoff_max_ms: 0,
+                    jitter: false,
+                },
             },
-        })
+        )
     }
 
     #[test]

@@ -24,6 +24,8 @@ fn limits() -> QueueLimits {
         max_length: 1_000_000,
         lease_timeout_ms: 300_000,
         max_per_worker: 0,
+        max_in_flight: 0,
+        rate_limit: None,
         retry: RetryPolicy {
             max_attempts: 5,
             backoff_ms: 1000,
@@ -644,4 +646,50 @@ fn exhausted_tasks_become_dead_letters_that_replay_with_a_fresh_count() {
         r.engine.discard_dead("q", "gone"),
         Err(ActionError::NotFound(_))
     ));
+}
+
+#[test]
+fn a_rate_limit_spaces_starts_across_all_workers_and_max_in_flight_caps_them() {
+    let r = rig_with(QueueLimits {
+        rate_limit: RateLimit::parse("10/s"),
+        ..limits()
+    });
+    for w in ["a", "b", "c"] {
+        r.engine.worker_subscribed(w, 1, 10, "tasks/q");
+    }
+    for i in 0..5 {
+        r.submit("q", &format!(r#"{{"id":"t{i}"}}"#));
+    }
+    // One start now, then one per 100 ms whichever worker is free.
+    assert_eq!(delivered_ids(&r.effects()), ["t0"]);
+    r.at_ms(99);
+    assert!(r.effects().is_empty());
+    r.at_ms(100);
+    assert_eq!(delivered_ids(&r.effects()), ["t1"]);
+    r.at_ms(350);
+    assert_eq!(
+        delivered_ids(&r.effects()),
+        ["t2"],
+        "no burst after a pause"
+    );
+    r.at_ms(450);
+    assert_eq!(delivered_ids(&r.effects()), ["t3"]);
+
+    let r = rig_with(QueueLimits {
+        max_in_flight: 2,
+        ..limits()
+    });
+    for w in ["a", "b", "c"] {
+        r.engine.worker_subscribed(w, 1, 10, "tasks/q");
+    }
+    for i in 0..5 {
+        r.submit("q", &format!(r#"{{"id":"m{i}"}}"#));
+    }
+    let first = delivered(&r.effects());
+    assert_eq!(first.len(), 2);
+    assert_eq!(r.engine.in_flight(), 2);
+    let (worker, id) = &first[0];
+    answer(&r, worker, id, json!({"result": 1}));
+    assert_eq!(delivered_ids(&r.effects()), ["m2"]);
+    assert_eq!(r.engine.in_flight(), 2);
 }

@@ -159,19 +159,15 @@ impl Engine {
         if st.queues.contains_key(name) {
             return;
         }
-        let mut queue = Queue::new(self.inner.config.limits(name));
         let topic = wire::task_topic(name);
-        for (id, w) in &st.workers {
-            if w.filters.iter().any(|f| filter_matches(f, &topic)) {
-                queue.consumers.push(id.clone());
-            }
-        }
-        tracing::info!(
-            queue = name,
-            consumers = queue.consumers.len(),
-            "queue created"
-        );
-        st.queues.insert(name.to_string(), queue);
+        let consumers: Vec<String> = st
+            .workers
+            .iter()
+            .filter(|(_, w)| w.filters.iter().any(|f| filter_matches(f, &topic)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        tracing::info!(queue = name, consumers = consumers.len(), "queue created");
+        st.add_queue(name, self.inner.config.limits(name)).consumers = consumers;
     }
 }
 

@@ -433,6 +433,12 @@ fn queue_json(state: &HttpState, name: &str) -> Option<Value> {
             "backoff_max_ms": limits.retry.backoff_max_ms,
             "jitter": limits.retry.jitter,
             "max_per_worker": limits.max_per_worker,
+            "max_in_flight": limits.max_in_flight,
+            "rate_limit": limits.rate_limit.map(|r| format!("{}/{}", r.count, match r.period_ms {
+                1_000 => "s",
+                60_000 => "m",
+                _ => "h",
+            })),
         },
         "warning": warning,
     }))

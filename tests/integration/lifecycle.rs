@@ -557,3 +557,86 @@ async fn an_exhausted_task_lands_in_dead_letters_and_replays_to_success_for_the_
     let (status, v) = api.delete("/queues/dl/dead").await;
     assert_eq!((status, v), (200, json!({"queue": "dl", "discarded": 0})));
 }
+
+#[tokio::test]
+async fn rate_limit_and_max_in_flight_hold_across_three_workers() {
+    let config = "[queues.slowly]\nrate_limit = \"20/s\"\n[queues.narrow]\nmax_in_flight = 2\n";
+    let broker = TestBroker::start_with_config(config, &[]).await;
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for i in 0..3 {
+        let s = starts.clone();
+        workers.push(spawn_worker(
+            &broker.url(),
+            &format!("rl-{i}"),
+            "slowly",
+            8,
+            "slowly",
+            move |_| {
+                let s = s.clone();
+                async move {
+                    s.lock().unwrap().push(Instant::now());
+                    Ok(json!(null))
+                }
+            },
+        ));
+        let (running, peak) = (running.clone(), peak.clone());
+        workers.push(spawn_worker(
+            &broker.url(),
+            &format!("mif-{i}"),
+            "narrow",
+            8,
+            "narrow",
+            move |_| {
+                let (running, peak) = (running.clone(), peak.clone());
+                async move {
+                    use std::sync::atomic::Ordering::SeqCst;
+                    peak.fetch_max(running.fetch_add(1, SeqCst) + 1, SeqCst);
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    running.fetch_sub(1, SeqCst);
+                    Ok(json!(null))
+                }
+            },
+        ));
+    }
+    wait_consumers(&broker, "slowly", 3).await;
+    wait_consumers(&broker, "narrow", 3).await;
+    let client = swarmq_worker::Client::connect(&broker.url()).await.unwrap();
+    let mut pending = Vec::new();
+    for queue in ["slowly", "narrow"] {
+        for _ in 0..20 {
+            let req = swarmq_worker::wire::TaskRequest {
+                task: Some(queue.into()),
+                ..Default::default()
+            };
+            pending.push(client.submit(queue, req).await.unwrap());
+        }
+    }
+    for p in pending {
+        assert_eq!(
+            within("result", p).await.unwrap().status.as_str(),
+            "success"
+        );
+    }
+    let starts = starts.lock().unwrap().clone();
+    let span = *starts.iter().max().unwrap() - *starts.iter().min().unwrap();
+    let mut sorted = starts.clone();
+    sorted.sort();
+    let min_gap = sorted.windows(2).map(|w| w[1] - w[0]).min().unwrap();
+    println!(
+        "20 starts at 20/s over 3 workers: first to last {span:?}, smallest gap {min_gap:?}; narrow peak {}",
+        peak.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    // 19 intervals of 50 ms at the least; the workers see a start a little
+    // after the broker makes it, so allow a few ms of jitter per gap.
+    assert!(span >= Duration::from_millis(19 * 50 - 20), "{span:?}");
+    assert!(min_gap >= Duration::from_millis(35), "{min_gap:?}");
+    assert!(peak.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+    assert_eq!(
+        peak.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "two did run together"
+    );
+}

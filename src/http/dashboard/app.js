@@ -301,7 +301,7 @@ async function pageQueue(main, name) {
       h("dt", {}, "in flight"), h("dd", {}, fmtNum(q.in_flight)),
       h("dt", {}, "dead letters"), h("dd", { "data-field": "dead" }, h("a", { href: `#/queues/${encodeURIComponent(q.name)}/dead` }, fmtNum(q.dead_letters))),
       h("dt", {}, "consumers"), h("dd", {}, q.consumers.map((c) => `${c.worker} (${c.in_flight}/${c.capacity})`).join(", ") || "none"),
-      h("dt", {}, "limits"), h("dd", {}, `max length ${fmtNum(q.limits.max_length)}, lease ${fmtNum(q.limits.lease_timeout_ms)} ms, max attempts ${q.limits.max_attempts}, backoff ${fmtNum(q.limits.backoff_ms)}–${fmtNum(q.limits.backoff_max_ms)} ms${q.limits.jitter ? " with jitter" : ""}, max per worker ${q.limits.max_per_worker || "–"}`),
+      h("dt", {}, "limits"), h("dd", {}, `max length ${fmtNum(q.limits.max_length)}, lease ${fmtNum(q.limits.lease_timeout_ms)} ms, max attempts ${q.limits.max_attempts}, backoff ${fmtNum(q.limits.backoff_ms)}–${fmtNum(q.limits.backoff_max_ms)} ms${q.limits.jitter ? " with jitter" : ""}, max per worker ${q.limits.max_per_worker || "–"}, max in flight ${q.limits.max_in_flight || "–"}, rate ${q.limits.rate_limit || "–"}`),
     ),
     h("div", { class: "actions" },
       h("a", { href: `#/tasks?queue=${encodeURIComponent(q.name)}` }, "Search this queue's history"),
