@@ -640,3 +640,142 @@ async fn rate_limit_and_max_in_flight_hold_across_three_workers() {
         "two did run together"
     );
 }
+
+#[tokio::test]
+async fn the_sdk_reports_progress_retries_after_a_delay_sees_cancellation_and_sends_options() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use swarmq_worker::wire::{RetryOptions, TaskRequest};
+    use swarmq_worker::{Client, TaskError};
+    let broker = TestBroker::start().await;
+    let saw_cancel = Arc::new(AtomicBool::new(false));
+    let seen = saw_cancel.clone();
+    let worker = swarmq_worker::Worker::builder(&broker.url())
+        .client_id("sdk-life")
+        .queue("life")
+        .concurrency(4)
+        .handler("long", |t| async move {
+            for step in 1..=3 {
+                t.progress(json!({"step": step})).await;
+            }
+            Ok(json!("long done"))
+        })
+        .handler("later", |t| async move {
+            if t.attempt == 1 {
+                return Err(TaskError::retry_after(
+                    "not yet",
+                    Duration::from_millis(300),
+                ));
+            }
+            Ok(json!(t.attempt))
+        })
+        .handler("stuck", move |t| {
+            let seen = seen.clone();
+            async move {
+                t.cancellation().cancelled().await;
+                seen.store(true, SeqCst);
+                Ok(json!("stopped"))
+            }
+        })
+        .handler("echo", |t| async move { Ok(json!(t.id)) })
+        .build()
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(worker.run(stop.clone()));
+    wait_consumers(&broker, "life", 1).await;
+    let client = Client::connect(&broker.url()).await.unwrap();
+    let req = |task: &str| TaskRequest {
+        task: Some(task.into()),
+        ..TaskRequest::default()
+    };
+
+    let (pending, mut progress) = client
+        .submit_with_progress("life", req("long"))
+        .await
+        .unwrap();
+    let result = within("long result", pending).await.unwrap();
+    assert_eq!(result.result, Some(json!("long done")));
+    let mut steps = Vec::new();
+    while let Ok(p) = progress.try_recv() {
+        steps.push(p["step"].as_u64().unwrap());
+    }
+    assert_eq!(steps, [1, 2, 3]);
+
+    let sent = Instant::now();
+    let r = within("later", client.call("life", req("later"), WAIT))
+        .await
+        .unwrap();
+    assert_eq!((r.status.as_str(), r.attempts), ("success", 2));
+    assert!(
+        sent.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        sent.elapsed()
+    );
+
+    let stuck = client
+        .submit(
+            "life",
+            TaskRequest {
+                id: Some("stuck-1".into()),
+                ..req("stuck")
+            },
+        )
+        .await
+        .unwrap();
+    let engine = broker.engine.clone();
+    eventually("stuck running", move || {
+        let e = engine.clone();
+        async move { e.in_flight() == 1 }
+    })
+    .await;
+    assert_eq!(
+        broker.engine.revoke("stuck-1", "test"),
+        swarmq::engine::RevokeOutcome::Revoked
+    );
+    assert_eq!(
+        within("stuck result", stuck).await.unwrap().status.as_str(),
+        "revoked"
+    );
+    let seen = saw_cancel.clone();
+    eventually("the handler saw the cancellation", move || {
+        let seen = seen.clone();
+        async move { seen.load(SeqCst) }
+    })
+    .await;
+
+    // Options travel with the request: a countdown, a priority, a retry policy.
+    let sent = Instant::now();
+    let r = within(
+        "options",
+        client.call(
+            "life",
+            TaskRequest {
+                countdown: Some(0.3),
+                priority: Some(4),
+                retry: Some(RetryOptions {
+                    max_attempts: Some(2),
+                    ..RetryOptions::default()
+                }),
+                ..req("echo")
+            },
+            WAIT,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status.as_str(), "success");
+    assert!(sent.elapsed() >= Duration::from_millis(300));
+    let id = r.id.unwrap();
+    let body = eventually_json(&broker, &format!("/api/v1/tasks/{id}"), |v| {
+        v["status"] == "success"
+    })
+    .await;
+    assert_eq!(
+        (
+            body["priority"].as_u64(),
+            body["retry"]["max_attempts"].as_u64()
+        ),
+        (Some(4), Some(2))
+    );
+    stop.cancel();
+    within("worker stops", run).await.unwrap().unwrap();
+}

@@ -20,12 +20,13 @@ use std::time::Duration;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tokio::sync::oneshot;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::transport::{Connection, TlsError};
 use crate::url::{BrokerAddr, UrlError};
-use crate::wire::{self, TaskRequest, TaskResult};
+use crate::wire::{self, Status, TaskRequest, TaskResult};
 use crate::worker::random_client_id;
 
 /// How long [`ClientBuilder::connect`] waits for the broker by default.
@@ -62,7 +63,14 @@ pub enum RequestError {
     TimedOut(Duration),
 }
 
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<TaskResult>>>>;
+/// A request waiting for its result, and for its progress reports if it
+/// asked for them.
+struct Waiter {
+    result: oneshot::Sender<TaskResult>,
+    progress: Option<mpsc::UnboundedSender<Value>>,
+}
+
+type Pending = Arc<Mutex<HashMap<String, Waiter>>>;
 
 /// Builds a [`Client`].
 #[derive(Debug)]
@@ -204,10 +212,21 @@ async fn run_connection(
                     }
                 };
                 let key = correlation.or_else(|| result.correlation_id.clone());
+                if result.status == Status::Progress {
+                    // Not final: hand it on, keep waiting for the result.
+                    let map = lock(&pending);
+                    if let Some(tx) = key
+                        .and_then(|k| map.get(&k))
+                        .and_then(|w| w.progress.as_ref())
+                    {
+                        let _ = tx.send(result.progress.unwrap_or(Value::Null));
+                    }
+                    continue;
+                }
                 let waiter = key.and_then(|k| lock(&pending).remove(&k));
                 match waiter {
-                    Some(tx) => {
-                        let _ = tx.send(result);
+                    Some(w) => {
+                        let _ = w.result.send(result);
                     }
                     None => tracing::debug!(id = ?result.id, "result for no pending request"),
                 }
@@ -242,7 +261,7 @@ async fn run_connection(
     .await;
 }
 
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<TaskResult>>> {
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, HashMap<String, Waiter>> {
     // The map holds plain senders; a panic elsewhere cannot leave it inconsistent.
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -309,6 +328,35 @@ impl Client {
         queue: &str,
         request: TaskRequest,
     ) -> Result<PendingResult, RequestError> {
+        self.send(queue, request, None).await
+    }
+
+    /// Submits a task that reports progress: the requester asks for the
+    /// worker's reports (`"progress": true`) and receives each one on the
+    /// returned channel until the result arrives.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::submit`].
+    pub async fn submit_with_progress(
+        &self,
+        queue: &str,
+        request: TaskRequest,
+    ) -> Result<(PendingResult, mpsc::UnboundedReceiver<Value>), RequestError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let request = TaskRequest {
+            progress: Some(true),
+            ..request
+        };
+        Ok((self.send(queue, request, Some(tx)).await?, rx))
+    }
+
+    async fn send(
+        &self,
+        queue: &str,
+        request: TaskRequest,
+        progress: Option<mpsc::UnboundedSender<Value>>,
+    ) -> Result<PendingResult, RequestError> {
         if !wire::is_valid_queue_name(queue) {
             return Err(RequestError::InvalidQueue(queue.to_string()));
         }
@@ -323,7 +371,13 @@ impl Client {
         };
         let payload = serde_json::to_vec(&request).map_err(|_| RequestError::Closed)?;
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(correlation.clone(), tx);
+        lock(&self.pending).insert(
+            correlation.clone(),
+            Waiter {
+                result: tx,
+                progress,
+            },
+        );
         let props = PublishProperties {
             response_topic: Some(self.reply_topic.clone()),
             correlation_data: Some(correlation.clone().into_bytes().into()),

@@ -85,6 +85,43 @@ pub struct TaskRequest {
     /// String echoed in the result, for MQTT 3.1.1 requesters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// Seconds (0 to 31,536,000) before the task may be delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub countdown: Option<f64>,
+    /// RFC 3339 time before which the task is not delivered (not with `countdown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<String>,
+    /// Seconds after submission (a number) or an RFC 3339 time (a string)
+    /// after which a task that has not started is answered `expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Value>,
+    /// 0 (lowest, the default) to 9; higher is delivered first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// This task's retry policy, instead of its queue's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryOptions>,
+    /// Also send the worker's progress reports to the requester.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<bool>,
+}
+
+/// A task's own retry policy; each field left out comes from its queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetryOptions {
+    /// Deliveries before the task fails for good (1 to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Delay after the first failed attempt, in milliseconds; it doubles
+    /// with each attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
+    /// Longest delay, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_max_ms: Option<u64>,
+    /// Spread each delay over its upper half.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<bool>,
 }
 
 /// What a worker receives on `tasks/<queue>` through its shared subscription.

@@ -41,7 +41,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The task a handler runs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct TaskContext {
     /// Task id.
     pub id: String,
@@ -57,9 +57,100 @@ pub struct TaskContext {
     pub attempt: u32,
     /// MQTT 5 user properties the requester attached.
     pub user_properties: Vec<(String, String)>,
+    /// Where progress reports go: the task's reply topic, on this worker's
+    /// connection.
+    reporter: Option<(AsyncClient, String)>,
+    /// Cancelled when the broker tells this worker the task was revoked.
+    cancel: CancellationToken,
+}
+
+/// Two contexts are equal when they describe the same delivery (where its
+/// progress goes does not count).
+impl PartialEq for TaskContext {
+    fn eq(&self, other: &TaskContext) -> bool {
+        (
+            &self.id,
+            &self.task,
+            &self.queue,
+            &self.args,
+            &self.kwargs,
+            self.attempt,
+            &self.user_properties,
+        ) == (
+            &other.id,
+            &other.task,
+            &other.queue,
+            &other.args,
+            &other.kwargs,
+            other.attempt,
+            &other.user_properties,
+        )
+    }
 }
 
 impl TaskContext {
+    /// A context for calling a handler directly (in a test), with nowhere
+    /// to send progress.
+    pub fn new(id: &str, task: &str, args: Vec<Value>) -> TaskContext {
+        TaskContext {
+            id: id.to_string(),
+            task: task.to_string(),
+            queue: String::new(),
+            args,
+            kwargs: Map::new(),
+            attempt: 1,
+            user_properties: Vec::new(),
+            reporter: None,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Reports how far the task got (any JSON value). The broker renews the
+    /// task's lease, so a long task that reports is never taken back; keeps
+    /// the value as the task's latest progress; and forwards it to a
+    /// requester that asked for progress. A report that cannot be sent is
+    /// logged and dropped: progress is advisory.
+    pub async fn progress(&self, value: impl serde::Serialize) {
+        let Some((client, topic)) = &self.reporter else {
+            return;
+        };
+        let value = match serde_json::to_value(value) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(task_id = %self.id, error = %e, "progress is not JSON; not sent");
+                return;
+            }
+        };
+        let payload = WorkerReply::Progress(value)
+            .to_json(Some(&self.id))
+            .to_string();
+        if let Err(e) = client
+            .publish_with_properties(
+                topic.clone(),
+                QoS::AtMostOnce,
+                false,
+                payload,
+                correlation(&self.id),
+            )
+            .await
+        {
+            tracing::warn!(task_id = %self.id, error = %e, "cannot send progress");
+        }
+    }
+
+    /// Cancelled when the task is revoked while it runs (the broker sends
+    /// `{"cancel": <id>}` on `swarmq/control/<client id>`). The broker has
+    /// already answered the requester `revoked` and ignores what the handler
+    /// returns, so a handler that sees this may stop at once.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Whether the task was revoked while it runs.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
     /// Positional argument `index`, deserialised.
     ///
     /// # Errors
@@ -98,9 +189,14 @@ pub enum TaskError {
     #[error("{0}")]
     Failed(String),
     /// The task failed but may succeed later: the broker gives it to a worker
-    /// again, up to the queue's `max_attempts`, then reports the failure.
+    /// again after the queue's backoff, up to its `max_attempts`, then
+    /// reports the failure and keeps the task in the dead letters.
     #[error("{0}")]
     Retry(String),
+    /// As [`TaskError::Retry`], but the next attempt comes after this delay
+    /// instead of the queue's backoff.
+    #[error("{0} (retry in {1:?})")]
+    RetryAfter(String, Duration),
 }
 
 impl TaskError {
@@ -114,9 +210,15 @@ impl TaskError {
         TaskError::Retry(message.into())
     }
 
+    /// A failure worth another attempt after `after` (Celery's
+    /// `retry(countdown=…)`).
+    pub fn retry_after(message: impl Into<String>, after: Duration) -> TaskError {
+        TaskError::RetryAfter(message.into(), after)
+    }
+
     /// Whether the broker should try the task again.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, TaskError::Retry(_))
+        matches!(self, TaskError::Retry(_) | TaskError::RetryAfter(..))
     }
 }
 
@@ -338,6 +440,9 @@ impl Worker {
         let counters = Arc::new(Counters::default());
         let mut running: JoinSet<()> = JoinSet::new();
         let mut in_hand: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
+        // The cancellation of each task in hand, by task id.
+        let mut cancels: HashMap<String, CancellationToken> = HashMap::new();
+        let control = wire::control_topic(&self.client_id);
         let mut backoff = MIN_BACKOFF;
         let mut draining = false;
         let drain_deadline = tokio::time::sleep(Duration::MAX);
@@ -359,6 +464,9 @@ impl Worker {
                 Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
                     let id = match &joined { Ok((id, ())) => *id, Err(e) => e.id() };
                     let task = in_hand.remove(&id);
+                    if let Some((task_id, _)) = &task {
+                        cancels.remove(task_id);
+                    }
                     if let (Err(e), Some((task_id, reply_to))) = (joined, task) {
                         let error = if e.is_panic() { "handler panicked" } else { "handler was cancelled" };
                         tracing::error!(task_id, error, "task failed");
@@ -383,6 +491,9 @@ impl Worker {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         backoff = MIN_BACKOFF;
                         tracing::info!(broker = %self.addr, client_id = %self.client_id, queues = ?self.queues, concurrency = self.concurrency, "worker connected");
+                        if let Err(e) = client.try_subscribe(control.clone(), QoS::AtLeastOnce) {
+                            tracing::error!(error = %e, topic = control, "cannot subscribe to the control topic");
+                        }
                         if !draining {
                             for f in &filters {
                                 if let Err(e) = client.try_subscribe(f.clone(), QoS::AtLeastOnce) {
@@ -391,9 +502,22 @@ impl Worker {
                             }
                         }
                     }
+                    Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic.as_ref() == control.as_bytes() => {
+                        let notice: Option<Value> = serde_json::from_slice(&publish.payload).ok();
+                        if let Some(id) = notice.as_ref().and_then(|n| n.get("cancel")).and_then(Value::as_str) {
+                            match cancels.get(id) {
+                                Some(token) => {
+                                    tracing::info!(task_id = id, "task revoked while running; cancelling");
+                                    token.cancel();
+                                }
+                                None => tracing::debug!(task_id = id, "cancel notice for a task not in hand"),
+                            }
+                        }
+                    }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        if let Some((task_id, reply_to, fut)) = self.start(publish, &client, &counters) {
+                        if let Some((task_id, reply_to, cancel, fut)) = self.start(publish, &client, &counters) {
                             let handle = running.spawn(fut);
+                            cancels.insert(task_id.clone(), cancel);
                             in_hand.insert(handle.id(), (task_id, reply_to));
                         }
                     }
@@ -443,7 +567,12 @@ impl Worker {
         publish: Publish,
         client: &AsyncClient,
         counters: &Arc<Counters>,
-    ) -> Option<(String, String, Pin<Box<dyn Future<Output = ()> + Send>>)> {
+    ) -> Option<(
+        String,
+        String,
+        CancellationToken,
+        Pin<Box<dyn Future<Output = ()> + Send>>,
+    )> {
         let props = publish.properties.unwrap_or_default();
         let msg: TaskMessage = match serde_json::from_slice(&publish.payload) {
             Ok(m) => m,
@@ -464,6 +593,7 @@ impl Worker {
             .map(str::to_string)
             .unwrap_or_else(|| msg.id.clone());
         let handler = self.handlers.get(&msg.task).cloned();
+        let cancel = CancellationToken::new();
         let ctx = TaskContext {
             id: task_id.clone(),
             task: msg.task,
@@ -472,6 +602,8 @@ impl Worker {
             kwargs: msg.kwargs,
             attempt: msg.attempt,
             user_properties: props.user_properties,
+            reporter: Some((client.clone(), reply_to.clone())),
+            cancel: cancel.clone(),
         };
         let client = client.clone();
         let counters = counters.clone();
@@ -492,11 +624,21 @@ impl Worker {
                 Err(e) => {
                     counters.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(task_id = %id, error = %e, "task failed");
-                    WorkerReply::Failure {
-                        retry: e.is_retryable(),
-                        retry_in: None,
-                        error: match e {
-                            TaskError::Failed(m) | TaskError::Retry(m) => m,
+                    match e {
+                        TaskError::Failed(error) => WorkerReply::Failure {
+                            error,
+                            retry: false,
+                            retry_in: None,
+                        },
+                        TaskError::Retry(error) => WorkerReply::Failure {
+                            error,
+                            retry: true,
+                            retry_in: None,
+                        },
+                        TaskError::RetryAfter(error, after) => WorkerReply::Failure {
+                            error,
+                            retry: true,
+                            retry_in: Some(after.as_secs_f64()),
                         },
                     }
                 }
@@ -511,7 +653,7 @@ impl Worker {
                 tracing::error!(task_id = %id, error = %e, "cannot publish the result; the broker will redeliver the task");
             }
         };
-        Some((task_id, reply_to, Box::pin(fut)))
+        Some((task_id, reply_to, cancel, Box::pin(fut)))
     }
 }
 
@@ -571,14 +713,14 @@ mod tests {
     #[test]
     fn task_context_arguments() {
         let ctx = TaskContext {
-            id: "1".into(),
-            task: "t".into(),
-            queue: "q".into(),
-            args: vec![serde_json::json!("word"), serde_json::json!(3)],
             kwargs: serde_json::json!({"k": true}).as_object().cloned().unwrap(),
-            attempt: 1,
-            user_properties: vec![],
+            ..TaskContext::new(
+                "1",
+                "t",
+                vec![serde_json::json!("word"), serde_json::json!(3)],
+            )
         };
+        assert!(!ctx.is_cancelled());
         assert_eq!(ctx.arg::<String>(0).unwrap(), "word");
         assert_eq!(ctx.arg::<u32>(1).unwrap(), 3);
         assert!(ctx.arg::<u32>(0).is_err());
