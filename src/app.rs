@@ -50,6 +50,9 @@ pub enum AppError {
         #[source]
         source: HistoryError,
     },
+    /// The schedules could not be started.
+    #[error("cannot start the schedules: {0}")]
+    Schedules(String),
     /// A configured user is unusable.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -135,6 +138,13 @@ impl App {
             outbox: Box::new(outbox),
             events: Some(Box::new(sink)),
         })?;
+        engine
+            .start_schedules(
+                settings
+                    .schedule_specs()
+                    .map_err(|e| AppError::Schedules(e.to_string()))?,
+            )
+            .map_err(|e| AppError::Schedules(e.to_string()))?;
         // The series samples live figures through a weak handle: the recorder
         // thread must not keep the engine (and its store) open.
         let weak = engine.downgrade();

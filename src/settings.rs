@@ -42,6 +42,40 @@ pub struct Settings {
     pub history: HistorySettings,
     /// Dashboard and API users.
     pub auth: AuthSettings,
+    /// Declared schedules.
+    #[serde(default)]
+    pub schedules: Vec<ScheduleSettings>,
+}
+
+/// `[[schedules]]`: a task submitted on a fixed interval or a cron expression.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// Unique name; each firing's task id is `<name>@<due time>`.
+    pub name: String,
+    /// Queue each firing goes to.
+    pub queue: String,
+    /// Task name (default: the queue name).
+    #[serde(default)]
+    pub task: Option<String>,
+    /// Positional arguments.
+    #[serde(default)]
+    pub args: Vec<serde_json::Value>,
+    /// Keyword arguments.
+    #[serde(default)]
+    pub kwargs: serde_json::Map<String, serde_json::Value>,
+    /// Topic for each firing's result.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// An interval such as `"30s"` or `"1h"` (whole seconds).
+    #[serde(default)]
+    pub every: Option<String>,
+    /// A cron expression of 5 or 6 fields (seconds first).
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// The IANA time zone of `cron` (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// `[history]`: the task history and result store.
@@ -385,6 +419,7 @@ impl Settings {
         if self.auth.session_ttl_secs < 60 {
             return invalid("auth.session_ttl_secs", "must be at least 60");
         }
+        self.schedule_specs()?;
         let mut names = std::collections::HashSet::new();
         for (i, u) in self.auth.users.iter().enumerate() {
             if u.name.is_empty() || !names.insert(u.name.as_str()) {
@@ -429,6 +464,51 @@ impl Settings {
             max_in_flight: q.max_in_flight.unwrap_or(d.max_in_flight),
             rate_limit: q.rate_limit.clone().unwrap_or_else(|| d.rate_limit.clone()),
         }
+    }
+
+    /// The declared schedules as the engine takes them.
+    ///
+    /// # Errors
+    ///
+    /// [`SettingsError::Invalid`] naming `schedules[i]` and what is wrong
+    /// (neither or both of `every` and `cron`, a cron expression that does
+    /// not parse, an unknown time zone, a duplicate name).
+    pub fn schedule_specs(&self) -> Result<Vec<crate::engine::ScheduleSpec>, SettingsError> {
+        use crate::engine::{ScheduleSpec, When};
+        let mut names = std::collections::HashSet::new();
+        let mut specs = Vec::new();
+        for (i, s) in self.schedules.iter().enumerate() {
+            let invalid = |reason: String| SettingsError::Invalid {
+                key: format!("schedules[{i}]"),
+                reason,
+            };
+            let when = match (&s.every, &s.cron) {
+                (Some(e), None) => When::Every(e.clone()),
+                (None, Some(c)) => When::Cron(c.clone()),
+                _ => {
+                    return Err(invalid(format!(
+                        "schedule `{}` needs one of `every` and `cron`",
+                        s.name
+                    )));
+                }
+            };
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(format!("schedule name `{}` is used twice", s.name)));
+            }
+            let spec = ScheduleSpec {
+                name: s.name.clone(),
+                queue: s.queue.clone(),
+                task: s.task.clone().unwrap_or_else(|| s.queue.clone()),
+                args: s.args.clone(),
+                kwargs: s.kwargs.clone(),
+                reply_to: s.reply_to.clone(),
+                when,
+                timezone: s.timezone.clone().unwrap_or_else(|| "UTC".into()),
+            };
+            spec.check().map_err(|e| invalid(e.to_string()))?;
+            specs.push(spec);
+        }
+        Ok(specs)
     }
 
     /// The data directory.
@@ -553,6 +633,40 @@ mod tests {
             ..Sources::default()
         });
         assert!(e.is_err());
+    }
+
+    #[test]
+    fn schedules_are_checked_at_start_naming_the_bad_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |toml: &str| {
+            let path = dir.path().join("s.toml");
+            std::fs::write(&path, toml).unwrap();
+            Settings::load(&Sources {
+                file: Some(path),
+                ..Sources::default()
+            })
+        };
+        let ok = load(
+            "[[schedules]]\nname = \"tick\"\nqueue = \"q\"\nevery = \"10s\"\nargs = [1, \"a\"]\n",
+        )
+        .unwrap();
+        let specs = ok.schedule_specs().unwrap();
+        assert_eq!(specs[0].task, "q");
+        assert_eq!(
+            specs[0].args,
+            vec![serde_json::json!(1), serde_json::json!("a")]
+        );
+        let e = load("[[schedules]]\nname = \"nightly\"\nqueue = \"q\"\ncron = \"0 25 * * *\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("schedules[0]") && e.contains("`0 25 * * *` does not parse"),
+            "{e}"
+        );
+        let e = load("[[schedules]]\nname = \"x\"\nqueue = \"q\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs one of `every` and `cron`"), "{e}");
     }
 
     #[test]

@@ -22,7 +22,13 @@ pub(super) enum Deadline {
     Expiry(TaskKey),
     /// A rate-limited queue may start its next task.
     Throttle(QueueId),
+    /// A schedule's next firing is due.
+    Schedule(ScheduleId),
 }
+
+/// A schedule's number in the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct ScheduleId(pub(super) u32);
 
 /// A queue's number in the engine, so that a deadline stays a small copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

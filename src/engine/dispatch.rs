@@ -416,6 +416,18 @@ impl Engine {
                     self.emit(|| TaskEvent::Ready { id, at_us: now });
                     touched.insert(queue);
                 }
+                Deadline::Schedule(id) => {
+                    let Some(name) = Engine::schedule_name(&st, id) else {
+                        continue;
+                    };
+                    let current = st
+                        .schedules
+                        .get(&name)
+                        .is_some_and(|s| s.id == id && s.due_us.is_some_and(|t| t <= now));
+                    if current {
+                        self.fire_due(&mut st, &name, now, &mut fx);
+                    }
+                }
                 Deadline::Throttle(id) => {
                     if let Some(name) = st.queue_names.get(id.0 as usize).cloned() {
                         if let Some(q) = st.queues.get_mut(&name) {

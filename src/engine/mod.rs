@@ -15,7 +15,8 @@
 //! | `workers` | consumers, capacity, choosing a worker |
 //! | `dispatch` | delivering, answers and progress, lost deliveries, retries, the timer |
 //! | `finish` | making a task final, and the `on_final` seam results leave by |
-//! | `actions` | operator actions: revoke, purge, run again |
+//! | `actions` | operator actions: revoke, purge, run again, dead letters |
+//! | [`schedules`] | schedules (`every`, `cron`): deterministic firings, catch-up after downtime |
 //! | `views` | read models for the API and metrics |
 //! | [`effects`] | the [`Effect`]s to publish and the [`Outbox`] port |
 //! | [`events`] | the [`TaskEvent`]s observers (the history) receive |
@@ -50,6 +51,7 @@ pub mod events;
 mod finish;
 mod queue;
 mod request;
+pub mod schedules;
 pub mod store;
 mod submit;
 pub mod task;
@@ -68,6 +70,9 @@ pub use config::{EngineConfig, QueueLimits, RateLimit, RetryPolicy};
 pub use effects::{Effect, MemoryOutbox, Outbox};
 pub use events::{EventObserver, TaskEvent};
 pub use request::{MAX_TASK_ID_LEN, Submission, parse_rfc3339_us};
+pub use schedules::{
+    ScheduleError, ScheduleRecord, ScheduleSource, ScheduleSpec, ScheduleView, When, firing_id,
+};
 pub use store::{DeadLetter, DeadPage, StoreError, TaskStore};
 pub use submit::SubmitOutcome;
 pub use task::{ReplyTo, StoredTask, TaskKey};
@@ -119,6 +124,9 @@ struct State {
     queues: HashMap<String, Queue>,
     /// Queue names by [`deadline::QueueId`].
     queue_names: Vec<String>,
+    schedules: std::collections::BTreeMap<String, schedules::Running>,
+    /// Schedule names by [`deadline::ScheduleId`] (ids are never reused).
+    schedule_names: Vec<String>,
     tasks: HashMap<TaskKey, Entry>,
     ids: HashMap<String, TaskKey>,
     recent_done: VecDeque<String>,
@@ -209,6 +217,8 @@ impl Engine {
         let mut st = State {
             queues: HashMap::new(),
             queue_names: Vec::new(),
+            schedules: Default::default(),
+            schedule_names: Vec::new(),
             tasks: HashMap::new(),
             ids: HashMap::new(),
             recent_done: VecDeque::new(),

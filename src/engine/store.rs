@@ -22,6 +22,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::schedules::ScheduleRecord;
 use super::task::{StoredTask, TaskKey};
 
 /// A task whose attempts were used up, kept in its queue's dead letters
@@ -126,4 +127,25 @@ pub trait TaskStore: Send + Sync + 'static {
     ///
     /// Fails on a backend error.
     fn take_dead(&self, queue: &str, id: &str) -> Result<Option<DeadLetter>, StoreError>;
+
+    /// Writes a schedule's record (its spec and last firing), durably.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the write fails.
+    fn put_schedule(&self, record: &ScheduleRecord) -> Result<(), StoreError>;
+
+    /// Deletes schedule `name`, durably.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the write fails.
+    fn remove_schedule(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Every stored schedule.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a backend error or an undecodable record.
+    fn load_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
 }

@@ -693,3 +693,48 @@ fn a_rate_limit_spaces_starts_across_all_workers_and_max_in_flight_caps_them() {
     assert_eq!(delivered_ids(&r.effects()), ["m2"]);
     assert_eq!(r.engine.in_flight(), 2);
 }
+
+#[test]
+fn a_schedule_fires_each_due_time_once_and_after_downtime_only_the_latest_missed() {
+    let spec = ScheduleSpec {
+        name: "tick".into(),
+        queue: "beat".into(),
+        task: "tick".into(),
+        args: vec![json!(1)],
+        kwargs: Default::default(),
+        reply_to: None,
+        when: When::Every("1s".into()),
+        timezone: "UTC".into(),
+    };
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 100, "tasks/beat");
+    r.engine.start_schedules(vec![spec.clone()]).unwrap();
+    assert!(
+        r.effects().is_empty(),
+        "no firing before the first due time"
+    );
+    let mut seen = Vec::new();
+    for ms in (250..=3000).step_by(250) {
+        r.at_ms(ms);
+        for id in delivered_ids(&r.effects()) {
+            answer(&r, "w", &id, json!({"result": "ok"}));
+            seen.push(id);
+        }
+    }
+    assert_eq!(
+        seen,
+        [1, 2, 3].map(|s| firing_id("tick", T0 + s * 1_000_000))
+    );
+    let views = r.engine.schedules();
+    assert_eq!(views[0].next_due_us, Some(T0 + 4_000_000));
+    assert_eq!(views[0].record.last_fired_us, Some(T0 + 3_000_000));
+    // Down from 3.2 s to 7.5 s: after the restart only 7 s fires, then 8 s.
+    r.at_ms(3200);
+    let r = r.restart();
+    r.clock.advance_ms(4300);
+    r.engine.worker_subscribed("w", 1, 100, "tasks/beat");
+    r.engine.start_schedules(vec![spec]).unwrap();
+    r.at_ms(8000);
+    let after: Vec<String> = delivered_ids(&r.effects());
+    assert_eq!(after, [7, 8].map(|s| firing_id("tick", T0 + s * 1_000_000)));
+}

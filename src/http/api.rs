@@ -44,7 +44,7 @@ pub(super) const MAX_PAGE: usize = 1000;
 /// Every route of [`router`], as `(method, path)`; a test compares it with
 /// `openapi.json`. Add a route in both places.
 #[cfg(test)]
-const ROUTES: [(&str, &str); 20] = [
+const ROUTES: [(&str, &str); 23] = [
     ("get", "/openapi.json"),
     ("post", "/login"),
     ("post", "/logout"),
@@ -61,6 +61,9 @@ const ROUTES: [(&str, &str); 20] = [
     ("delete", "/queues/{name}/dead/{id}"),
     ("post", "/queues/{name}/dead/{id}/replay"),
     ("get", "/workers"),
+    ("get", "/schedules"),
+    ("post", "/schedules"),
+    ("delete", "/schedules/{name}"),
     ("get", "/tasks"),
     ("get", "/tasks/{id}"),
     ("post", "/tasks/{id}/revoke"),
@@ -87,6 +90,8 @@ pub(super) fn router() -> Router<HttpState> {
         .route("/queues/{name}/dead/{id}", delete(discard_dead))
         .route("/queues/{name}/dead/{id}/replay", post(replay_dead))
         .route("/workers", get(workers))
+        .route("/schedules", get(schedules).post(add_schedule))
+        .route("/schedules/{name}", delete(remove_schedule))
         .route("/tasks", get(tasks))
         .route("/tasks/{id}", get(task))
         .route("/tasks/{id}/revoke", post(revoke))
@@ -609,6 +614,89 @@ async fn all_dead(state: HttpState, caller: Caller, name: String, replay: bool) 
         return Err(e);
     }
     Ok(Json(json!({"queue": name, what: n})).into_response())
+}
+
+fn schedule_json(v: &crate::engine::ScheduleView) -> Value {
+    let r = &v.record;
+    let mut spec = serde_json::to_value(&r.spec).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut spec {
+        map.insert("source".into(), json!(r.source));
+        map.insert("created_at_us".into(), json!(r.created_at_us));
+        map.insert("last_fired_us".into(), json!(r.last_fired_us));
+        map.insert(
+            "last_firing_id".into(),
+            json!(
+                r.last_fired_us
+                    .map(|t| crate::engine::firing_id(&r.spec.name, t))
+            ),
+        );
+        map.insert("next_due_us".into(), json!(v.next_due_us));
+    }
+    spec
+}
+
+async fn schedules(_: Caller, State(state): State<HttpState>) -> Json<Value> {
+    let list: Vec<Value> = state
+        .ctx
+        .engine
+        .schedules()
+        .iter()
+        .map(schedule_json)
+        .collect();
+    Json(json!({ "schedules": list }))
+}
+
+impl From<crate::engine::ScheduleError> for ApiError {
+    fn from(e: crate::engine::ScheduleError) -> ApiError {
+        use crate::engine::ScheduleError as E;
+        match e {
+            E::Invalid(_) => ApiError::bad_request(e.to_string()),
+            E::Exists(_) | E::Declared(_) => ApiError::conflict(e.to_string()),
+            E::NotFound(_) => ApiError::not_found(e.to_string()),
+            E::Store(_) => ApiError::internal(e.to_string()),
+        }
+    }
+}
+
+async fn add_schedule(
+    Admin(caller): Admin,
+    State(state): State<HttpState>,
+    body: Result<Json<Value>, JsonRejection>,
+) -> ApiResult {
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let mut body = match body {
+        Value::Object(m) => m,
+        _ => return Err(ApiError::bad_request("a schedule is a JSON object")),
+    };
+    if body.contains_key("every") == body.contains_key("cron") {
+        return Err(ApiError::bad_request(
+            "a schedule needs exactly one of `every` and `cron`",
+        ));
+    }
+    // The task name defaults to the queue's, as in [[schedules]].
+    if !body.contains_key("task")
+        && let Some(q) = body.get("queue").cloned()
+    {
+        body.insert("task".into(), q);
+    }
+    let spec: crate::engine::ScheduleSpec = serde_json::from_value(Value::Object(body)).map_err(|e| {
+        ApiError::bad_request(format!(
+            "a schedule has name, queue, task, args, kwargs, reply_to, timezone and exactly one of every and cron: {e}"
+        ))
+    })?;
+    let view = state.ctx.engine.add_schedule(spec)?;
+    tracing::info!(schedule = %view.record.spec.name, user = ?caller.user, "schedule added through the API");
+    Ok((StatusCode::CREATED, Json(schedule_json(&view))).into_response())
+}
+
+async fn remove_schedule(
+    Admin(caller): Admin,
+    State(state): State<HttpState>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    state.ctx.engine.remove_schedule(&name)?;
+    tracing::info!(schedule = %name, user = ?caller.user, "schedule removed through the API");
+    Ok(Json(json!({"name": name, "status": "removed"})).into_response())
 }
 
 async fn workers(_: Caller, State(state): State<HttpState>) -> Json<Value> {

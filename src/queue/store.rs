@@ -20,7 +20,9 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::engine::{DeadLetter, DeadPage, StoreError, StoredTask, TaskKey, TaskStore};
+use crate::engine::{
+    DeadLetter, DeadPage, ScheduleRecord, StoreError, StoredTask, TaskKey, TaskStore,
+};
 
 /// How far a write goes before `put`/`remove` return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -40,6 +42,8 @@ pub struct FjallStore {
     /// Dead letters: `<queue>/` + failed_at_us (8 bytes, big-endian) + task id.
     /// `/` cannot occur in a queue name, so each queue is one key prefix.
     dead: Keyspace,
+    /// Schedules: name → [`ScheduleRecord`].
+    schedules: Keyspace,
     /// Dead letters per queue, counted at open and kept in step.
     dead_counts: Arc<Mutex<HashMap<String, usize>>>,
     sync: SyncMode,
@@ -74,6 +78,9 @@ impl FjallStore {
         let dead = db
             .keyspace("dead", KeyspaceCreateOptions::default)
             .map_err(backend)?;
+        let schedules = db
+            .keyspace("schedules", KeyspaceCreateOptions::default)
+            .map_err(backend)?;
         let mut counts = HashMap::new();
         for guard in dead.iter() {
             let k = guard.key().map_err(backend)?;
@@ -85,6 +92,7 @@ impl FjallStore {
             db,
             tasks,
             dead,
+            schedules,
             dead_counts: Arc::new(Mutex::new(counts)),
             sync,
         })
@@ -211,6 +219,33 @@ impl TaskStore for FjallStore {
             next_cursor: if more { last } else { None },
             total: self.dead_count(queue, 0),
         })
+    }
+
+    fn put_schedule(&self, record: &ScheduleRecord) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(record).map_err(StoreError::Encode)?;
+        self.schedules
+            .insert(record.spec.name.as_bytes(), value)
+            .map_err(backend)?;
+        self.flush()
+    }
+
+    fn remove_schedule(&self, name: &str) -> Result<(), StoreError> {
+        self.schedules.remove(name.as_bytes()).map_err(backend)?;
+        self.flush()
+    }
+
+    fn load_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let mut out = Vec::new();
+        for guard in self.schedules.iter() {
+            let (k, v) = guard.into_inner().map_err(backend)?;
+            out.push(
+                serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    source,
+                })?,
+            );
+        }
+        Ok(out)
     }
 
     fn take_dead(&self, queue: &str, id: &str) -> Result<Option<DeadLetter>, StoreError> {

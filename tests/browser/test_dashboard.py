@@ -75,7 +75,8 @@ class Broker:
         users = "".join(
             f'[[auth.users]]\nname = "{name}"\nrole = "{role}"\npassword_hash = "{hash_password(pw)}"\n'
             for (name, pw), role in [(ADMIN, "admin"), (VIEWER, "viewer")])
-        self.config.write_text(users)
+        schedule = '[[schedules]]\nname = "hourly"\nqueue = "maintenance"\nevery = "1h"\n'
+        self.config.write_text(users + schedule)
         self.log = open(workdir / "swarmq.log", "ab")
         self.proc = None
 
@@ -323,6 +324,27 @@ class Dashboard(unittest.TestCase):
         finally:
             worker.loop_stop()
             worker.disconnect()
+
+    def test_5c_schedules_are_listed_and_api_ones_removed(self):
+        self.login(*ADMIN)
+        status, body = self.driver.execute_async_script(
+            """const done = arguments[arguments.length - 1];
+               fetch('/api/v1/schedules', {method: 'POST', credentials: 'same-origin',
+                 headers: {'content-type': 'application/json'},
+                 body: JSON.stringify({name: 'nightly', queue: 'maintenance', cron: '30 2 * * *',
+                                       timezone: 'Europe/Paris'})})
+                 .then(async r => done([r.status, await r.text()]));""")
+        self.assertEqual(status, 201, body)
+        self.go("#/schedules")
+        d = self.driver
+        eventually("the declared schedule", lambda: "every 1h" in self.text('#schedules-table tr[data-schedule="hourly"] [data-col="when"]'))
+        self.assertIn("Europe/Paris", self.text('#schedules-table tr[data-schedule="nightly"] [data-col="when"]'))
+        self.assertEqual(d.find_elements(By.CSS_SELECTOR, 'tr[data-schedule="hourly"] button'), [], "config schedules are not removable")
+        self.shot("schedules")
+        d.find_element(By.CSS_SELECTOR, 'tr[data-schedule="nightly"] button[data-action="remove-schedule"]').click()
+        eventually("confirm dialog", lambda: d.find_element(By.ID, "confirm-dialog").is_displayed())
+        d.find_element(By.ID, "confirm-ok").click()
+        eventually("nightly gone", lambda: d.find_elements(By.CSS_SELECTOR, 'tr[data-schedule="nightly"]') == [])
 
     def test_6_a_viewer_sees_but_cannot_purge(self):
         subprocess.run(["mosquitto_pub", "-p", str(self.broker.mqtt_port), "-q", "1", "-t", "tasks/parked",

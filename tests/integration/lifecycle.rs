@@ -779,3 +779,117 @@ async fn the_sdk_reports_progress_retries_after_a_delay_sees_cancellation_and_se
     stop.cancel();
     within("worker stops", run).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_schedule_fires_each_second_across_a_restart_and_no_firing_runs_twice() {
+    use crate::api::{Api, error_code};
+    let config =
+        "[[schedules]]\nname = \"tick\"\nqueue = \"beat\"\nevery = \"1s\"\nargs = [\"tock\"]\n";
+    let broker = TestBroker::start_with_config(config, &[]).await;
+    let runs = Arc::new(Mutex::new(Vec::<String>::new()));
+    let record = |runs: Arc<Mutex<Vec<String>>>| {
+        move |t: swarmq_worker::TaskContext| {
+            let runs = runs.clone();
+            async move {
+                assert_eq!(t.args, vec![json!("tock")]);
+                runs.lock().unwrap().push(t.id.clone());
+                Ok(json!(null))
+            }
+        }
+    };
+    let (w, _) = spawn_worker(
+        &broker.url(),
+        "beat-1",
+        "beat",
+        4,
+        "beat",
+        record(runs.clone()),
+    );
+    let enough = |n: usize| {
+        let runs = runs.clone();
+        move || {
+            let runs = runs.clone();
+            async move { runs.lock().unwrap().len() >= n }
+        }
+    };
+    eventually("three firings", enough(3)).await;
+    // The API lists it; a bad one is refused naming the expression.
+    let api = Api::new(&broker);
+    let (_, list) = api.get("/schedules").await;
+    assert_eq!(list["schedules"][0]["name"], "tick");
+    assert_eq!(list["schedules"][0]["source"], "config");
+    let http = reqwest::Client::new();
+    let post = |body: Value| {
+        http.post(broker.http_url("/api/v1/schedules"))
+            .json(&body)
+            .send()
+    };
+    let bad = post(json!({"name": "bad", "queue": "beat", "cron": "0 0 31 2 * * *"}))
+        .await
+        .unwrap();
+    let bad_status = bad.status().as_u16();
+    let bad_body: Value = bad.json().await.unwrap();
+    println!("refused: {bad_body}");
+    assert_eq!(bad_status, 400);
+    let bad = post(json!({"name": "worse", "queue": "beat", "cron": "every day"}))
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let msg: Value = bad.json().await.unwrap();
+    assert!(
+        msg["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`every day` does not parse"),
+        "{msg}"
+    );
+    let ok = post(json!({"name": "api-tick", "queue": "beat", "every": "1h"}))
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 201);
+    let (status, v) = api.delete("/schedules/tick").await;
+    assert_eq!(
+        (status, error_code(&v)),
+        (409, "conflict"),
+        "declared in the configuration"
+    );
+
+    w.cancel();
+    let broker = broker.restart().await;
+    let (w2, _) = spawn_worker(
+        &broker.url(),
+        "beat-2",
+        "beat",
+        4,
+        "beat",
+        record(runs.clone()),
+    );
+    let before = runs.lock().unwrap().len();
+    eventually("three more firings after the restart", enough(before + 3)).await;
+    w2.cancel();
+    let ids = runs.lock().unwrap().clone();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    println!("{} firings, {} distinct: {ids:?}", ids.len(), unique.len());
+    assert_eq!(unique.len(), ids.len(), "a firing ran twice: {ids:?}");
+    assert!(
+        ids.iter()
+            .all(|id| id.starts_with("tick@") && id.ends_with('Z')),
+        "{ids:?}"
+    );
+    let (_, list) = Api::new(&broker).get("/schedules").await;
+    let names: Vec<&str> = list["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["api-tick", "tick"],
+        "the API schedule survived the restart"
+    );
+    let (status, _) = Api::new(&broker).delete("/schedules/api-tick").await;
+    assert_eq!(status, 200);
+}

@@ -448,6 +448,37 @@ async function pageDead(main, name, params) {
   );
 }
 
+async function removeSchedule(name) {
+  if (!await confirmAction(`Remove schedule “${name}”? It stops firing; firings already queued stay queued.`)) return;
+  try {
+    await api(`/schedules/${encodeURIComponent(name)}`, { method: "DELETE" });
+    toast(`Removed schedule ${name}`);
+  } catch (e) {
+    toast(`Remove failed: ${e.message}`, true);
+  }
+  refresh();
+}
+
+async function pageSchedules(main) {
+  const { schedules } = await api("/schedules");
+  render(main,
+    setTitle("Schedules"),
+    h("p", { class: "muted" }, "Each firing is a task with the id <name>@<due time>, so it runs once; after downtime only the latest missed firing runs. Declare schedules in [[schedules]] or POST /api/v1/schedules."),
+    schedules.length ? h("table", { id: "schedules-table" },
+      h("thead", {}, h("tr", {}, h("th", {}, "name"), h("th", {}, "queue / task"), h("th", {}, "when"),
+        h("th", {}, "next due"), h("th", {}, "last firing"), h("th", {}, "from"), h("th", {}, ""))),
+      h("tbody", {}, schedules.map((s) => h("tr", { "data-schedule": s.name },
+        h("td", {}, h("strong", {}, s.name)),
+        h("td", {}, h("a", { href: `#/queues/${encodeURIComponent(s.queue)}` }, s.queue), ` / ${s.task}`),
+        h("td", { "data-col": "when" }, s.every ? `every ${s.every}` : h("code", {}, `${s.cron} (${s.timezone})`)),
+        h("td", { "data-col": "next" }, fmtTime(s.next_due_us)),
+        h("td", { "data-col": "last" }, s.last_firing_id ? h("a", { href: `#/tasks/${encodeURIComponent(s.last_firing_id)}` }, h("code", {}, s.last_firing_id)) : "–"),
+        h("td", {}, s.source),
+        h("td", {}, isAdmin() && s.source === "api" ? h("button", { class: "danger", "data-action": "remove-schedule", onclick: () => removeSchedule(s.name) }, "Remove") : null)))))
+      : h("p", { class: "muted", id: "schedules-empty" }, "No schedules."),
+  );
+}
+
 async function pageTask(main, id) {
   let t;
   try {
@@ -507,6 +538,7 @@ function route() {
   else if (parts[0] === "workers") { name = "workers"; fn = () => pageWorkers(main); }
   else if (parts[0] === "tasks" && parts[1]) { name = "task"; fn = () => pageTask(main, parts[1]); }
   else if (parts[0] === "tasks") { name = "tasks"; fn = () => pageTasks(main, params); }
+  else if (parts[0] === "schedules") { name = "schedules"; fn = () => pageSchedules(main); }
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === (name === "task" ? "tasks" : name));
   state.page = { name, fn };
   return refresh();
