@@ -62,6 +62,13 @@ impl Engine {
     pub fn revoke(&self, id: &str, why: &str) -> RevokeOutcome {
         let mut st = self.lock();
         let Some(&key) = st.ids.get(id) else {
+            if let Some(key) = self.cold_key(&st, id) {
+                let mut fx = Vec::new();
+                self.revoke_cold(&mut st, key, why, &mut fx);
+                self.flush_store();
+                self.commit(st, fx);
+                return RevokeOutcome::Revoked;
+            }
             return if st.recent_done_set.contains(id) {
                 RevokeOutcome::Finished
             } else {
@@ -122,12 +129,13 @@ impl Engine {
                 &mut fx,
             );
         }
+        let cold = self.purge_cold(&mut st, queue, &mut fx);
         if let Err(e) = self.inner.store.flush() {
             tracing::error!(queue, error = %e, "cannot make a purge durable");
         }
-        tracing::warn!(queue, tasks = keys.len(), "queue purged");
+        tracing::warn!(queue, tasks = keys.len() + cold, "queue purged");
         self.commit(st, fx);
-        Ok(keys.len())
+        Ok(keys.len() + cold)
     }
 
     /// Submits a finished task again under its own id, as new: attempts
@@ -143,7 +151,7 @@ impl Engine {
         if !st.accepting {
             return Err(ActionError::ShuttingDown);
         }
-        if st.ids.contains_key(&task.id) {
+        if st.ids.contains_key(&task.id) || self.cold_key(&st, &task.id).is_some() {
             return Err(ActionError::Unfinished(task.id));
         }
         if !st.queues.contains_key(&task.queue) {
@@ -187,6 +195,64 @@ impl Engine {
 }
 
 impl Engine {
+    /// Revokes cold task `key` (on disk only): removes it and answers its
+    /// requester. Its due-time entry goes stale and is dropped when met.
+    fn revoke_cold(
+        &self,
+        st: &mut super::State,
+        key: TaskKey,
+        why: &str,
+        fx: &mut Vec<super::Effect>,
+    ) {
+        let task = match self.inner.store.get(key) {
+            Ok(Some(t)) => t,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a scheduled task to revoke it");
+                return;
+            }
+        };
+        st.forget_cold(&task);
+        if let Err(e) = self.inner.store.remove(key) {
+            tracing::error!(task_id = %task.id, error = %e, "cannot remove a revoked task");
+        }
+        st.remember_done(&task.id, self.inner.config.dedupe_window);
+        tracing::info!(task_id = %task.id, queue = %task.queue, "scheduled task revoked");
+        self.on_final(&task, &Outcome::revoked(why), fx);
+    }
+
+    /// Revokes every cold task of `queue`. Reads the whole due-time index:
+    /// slow with many cold tasks, and rare.
+    fn purge_cold(&self, st: &mut super::State, queue: &str, fx: &mut Vec<super::Effect>) -> usize {
+        if st.queues.get(queue).is_none_or(|q| q.cold() == 0) {
+            return 0;
+        }
+        let entries = match self
+            .inner
+            .store
+            .due_range(st.cold_until_us, u64::MAX, usize::MAX)
+        {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(queue, error = %e, "cannot read the due-time index to purge");
+                return 0;
+            }
+        };
+        let mut n = 0;
+        for (_, key) in entries {
+            if st.tasks.contains_key(&key) {
+                continue;
+            }
+            if let Ok(Some(task)) = self.inner.store.get(key)
+                && task.queue == queue
+            {
+                self.revoke_cold(st, key, "queue purged by an operator", fx);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Up to `limit` of `queue`'s dead letters, newest first, after `cursor`.
     ///
     /// # Errors

@@ -305,7 +305,6 @@ impl Engine {
         entry.task.attempts = attempts;
         entry.task.last_error = Some(error.clone());
         entry.task.not_before_us = (delay_ms > 0).then_some(due_us);
-        self.persist(&entry.task, key);
         let scheduled = delay_ms > 0;
         self.emit(|| TaskEvent::Requeued {
             id: task_id,
@@ -313,6 +312,21 @@ impl Engine {
             due_us: scheduled.then_some(due_us),
             at_us: now,
         });
+        if due_us > st.cold_until_us {
+            // A backoff beyond the hot window: the task waits on disk.
+            let Some(entry) = st.tasks.remove(&key) else {
+                return;
+            };
+            st.ids.remove(&entry.task.id);
+            if let Err(e) = self.inner.store.put_cold(key, &entry.task, due_us) {
+                tracing::error!(task_id = %entry.task.id, error = %e, "cannot store a retry; it is retried at once");
+                st.ids.insert(entry.task.id.clone(), key);
+                st.tasks.insert(key, entry);
+                return st.attach(key, Stage::Ready, false);
+            }
+            return st.note_cold(key, &entry.task);
+        }
+        self.persist(&entry.task, key);
         let stage = if scheduled {
             Stage::Scheduled { due_us }
         } else {
@@ -386,6 +400,7 @@ impl Engine {
         let now = self.now_us();
         let mut fx = Vec::new();
         let mut touched = std::collections::HashSet::new();
+        let more_cold = self.load_cold(&mut st, now);
         for due in st.deadlines.pop_due(now) {
             match due {
                 Deadline::Lease(key) => {
@@ -462,12 +477,84 @@ impl Engine {
         for q in touched {
             self.pump(&mut st, &q, &mut fx);
         }
-        let next = st.deadlines.next_us();
+        let next = if more_cold {
+            Some(now)
+        } else {
+            st.deadlines.next_us()
+        };
         let max_sleep_us = MAX_TIMER_SLEEP.as_micros() as u64;
         st.timer_armed_us = next.map_or(now + max_sleep_us, |t| t.min(now + max_sleep_us));
         st.wake_timer = false;
         self.commit(st, fx);
         next
+    }
+
+    /// Loads the cold tasks that came within the hot window from the
+    /// store's due-time index into the schedule. Returns whether more are
+    /// left for the next tick (a tick loads at most `COLD_BATCH`).
+    fn load_cold(&self, st: &mut State, now: u64) -> bool {
+        let until = now + super::HOT_WINDOW_US;
+        if until <= st.cold_until_us {
+            return false;
+        }
+        let entries = match self
+            .inner
+            .store
+            .due_range(st.cold_until_us, until, super::COLD_BATCH)
+        {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the due-time index; scheduled tasks wait");
+                return false;
+            }
+        };
+        let full = entries.len() == super::COLD_BATCH;
+        let reached = match (full, entries.last()) {
+            (true, Some((due, _))) => *due,
+            _ => until,
+        };
+        for (due, key) in entries {
+            // The entry has done its work either way: the task is loaded
+            // now, or it is already in memory, or it is gone.
+            if let Err(e) = self.inner.store.remove_due(due, key) {
+                tracing::warn!(error = %e, "cannot drop a due-time entry");
+            }
+            if st.tasks.contains_key(&key) {
+                continue;
+            }
+            let task = match self.inner.store.get(key) {
+                Ok(Some(t)) if t.not_before_us == Some(due) => t,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot load a scheduled task");
+                    continue;
+                }
+            };
+            st.forget_cold(&task);
+            let stage = if due > now {
+                Stage::Scheduled { due_us: due }
+            } else {
+                Stage::Ready
+            };
+            st.ids.insert(task.id.clone(), key);
+            st.tasks.insert(
+                key,
+                super::Entry {
+                    task,
+                    stage: Stage::Ready,
+                },
+            );
+            st.attach(key, stage, false);
+        }
+        // A full batch ends part way through the range: the next tick reads
+        // on from its last due time (the entries read are removed, so none
+        // is read twice).
+        st.cold_until_us = if full {
+            reached.saturating_sub(1)
+        } else {
+            until
+        };
+        full
     }
 
     /// Runs [`Engine::tick`] whenever a deadline falls due, until `token` is

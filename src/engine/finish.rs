@@ -90,13 +90,7 @@ impl Engine {
             tracing::error!(task_id = %task.id, error = %e, "cannot remove a finished task from the store");
         }
         st.ids.remove(&task.id);
-        st.recent_done_set.insert(task.id.clone());
-        st.recent_done.push_back(task.id.clone());
-        while st.recent_done.len() > self.inner.config.dedupe_window {
-            if let Some(old) = st.recent_done.pop_front() {
-                st.recent_done_set.remove(&old);
-            }
-        }
+        st.remember_done(&task.id, self.inner.config.dedupe_window);
         if outcome.status == Status::Success && outcome.result.is_none() {
             outcome.result = Some(Value::Null);
         }
@@ -105,7 +99,7 @@ impl Engine {
 
     /// Where a final outcome leaves the engine: counted, observed, and the
     /// result published to the requester's reply topic.
-    fn on_final(&self, task: &StoredTask, outcome: &Outcome, fx: &mut Vec<Effect>) {
+    pub(super) fn on_final(&self, task: &StoredTask, outcome: &Outcome, fx: &mut Vec<Effect>) {
         let now = self.now_us();
         let latency = now.saturating_sub(task.submitted_at_us);
         self.inner

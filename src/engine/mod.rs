@@ -85,6 +85,15 @@ use workers::Worker;
 
 use crate::metrics::Metrics;
 
+/// Scheduled tasks due further ahead than this stay in the store only (a
+/// count per queue, and their id when the requester chose it); the timer
+/// loads them from the store's due-time index as they come within it. A
+/// million tasks scheduled for tomorrow cost disk, not memory.
+pub const HOT_WINDOW_US: u64 = 60_000_000;
+
+/// Most cold tasks loaded by one tick; the next tick goes on.
+const COLD_BATCH: usize = 10_000;
+
 /// Longest the timer loop sleeps without looking at the clock again.
 pub const MAX_TIMER_SLEEP: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -140,6 +149,11 @@ struct State {
     wake_timer: bool,
     /// xorshift state for the backoff jitter.
     rng: u64,
+    /// Scheduled tasks due after this are cold (on disk only); the timer
+    /// moves it forward as it loads them.
+    cold_until_us: u64,
+    /// Requester-chosen ids of cold tasks (a generated id is its key).
+    cold_ids: HashMap<String, TaskKey>,
 }
 
 struct Inner {
@@ -230,16 +244,25 @@ impl Engine {
             timer_armed_us: 0,
             wake_timer: false,
             rng: u64::from_le_bytes(seed) | 1,
+            cold_until_us: 0,
+            cold_ids: HashMap::new(),
         };
         for (name, limits) in &config.queues {
             st.add_queue(name, *limits);
         }
-        let recovered = store.load_all()?;
-        let count = recovered.len();
         let now = clock.now_us();
-        for (key, task) in recovered {
+        st.cold_until_us = now + HOT_WINDOW_US;
+        let (mut count, mut cold) = (0usize, 0usize);
+        store.scan(&mut |key, task| {
+            count += 1;
             if !st.queues.contains_key(&task.queue) {
                 st.add_queue(&task.queue, config.limits(&task.queue));
+            }
+            if task.not_before_us.is_some_and(|t| t > st.cold_until_us) {
+                // Its due-time entry was written with it; the timer loads it.
+                cold += 1;
+                st.note_cold(key, &task);
+                return;
             }
             let stage = match task.not_before_us {
                 Some(due_us) if due_us > now => Stage::Scheduled { due_us },
@@ -254,9 +277,13 @@ impl Engine {
                 },
             );
             st.attach(key, stage, false);
-        }
+        })?;
         if count > 0 {
-            tracing::info!(tasks = count, "recovered tasks from the queue store");
+            tracing::info!(
+                tasks = count,
+                on_disk_until_due = cold,
+                "recovered tasks from the queue store"
+            );
         }
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -336,6 +363,40 @@ impl Engine {
 }
 
 impl State {
+    /// Counts `task` as cold: on disk only until its time comes near.
+    fn note_cold(&mut self, key: TaskKey, task: &StoredTask) {
+        if let Some(q) = self.queues.get_mut(&task.queue) {
+            q.cold_added();
+        }
+        if task.id != key.0.to_string() {
+            self.cold_ids.insert(task.id.clone(), key);
+        }
+    }
+
+    /// Forgets that `task` was cold (it was loaded, revoked or purged).
+    fn forget_cold(&mut self, task: &StoredTask) {
+        if let Some(q) = self.queues.get_mut(&task.queue) {
+            q.cold_removed();
+        }
+        self.cold_ids.remove(&task.id);
+    }
+
+    /// Remembers `id` as finished, for deduplication, within `window` ids.
+    fn remember_done(&mut self, id: &str, window: usize) {
+        self.recent_done_set.insert(id.to_string());
+        self.recent_done.push_back(id.to_string());
+        while self.recent_done.len() > window {
+            if let Some(old) = self.recent_done.pop_front() {
+                self.recent_done_set.remove(&old);
+            }
+        }
+    }
+
+    /// Whether any queue holds cold tasks.
+    fn has_cold(&self) -> bool {
+        self.queues.values().any(|q| q.cold() > 0)
+    }
+
     /// Creates queue `name`; it must not exist yet.
     fn add_queue(&mut self, name: &str, limits: QueueLimits) -> &mut Queue {
         let id = deadline::QueueId(self.queue_names.len() as u32);

@@ -26,6 +26,8 @@ pub(super) struct Queue {
     ready: [VecDeque<TaskKey>; LEVELS],
     waiting: usize,
     scheduled: usize,
+    /// Scheduled tasks due beyond the engine's hot window: on disk only.
+    cold: usize,
     in_flight: usize,
     /// Client ids of the workers consuming this queue.
     pub(super) consumers: Vec<String>,
@@ -44,6 +46,7 @@ impl Queue {
             ready: Default::default(),
             waiting: 0,
             scheduled: 0,
+            cold: 0,
             in_flight: 0,
             consumers: Vec::new(),
             next_consumer: 0,
@@ -96,6 +99,19 @@ impl Queue {
         self.scheduled = self.scheduled.saturating_sub(1);
     }
 
+    pub(super) fn cold_added(&mut self) {
+        self.cold += 1;
+    }
+
+    pub(super) fn cold_removed(&mut self) {
+        self.cold = self.cold.saturating_sub(1);
+    }
+
+    /// Scheduled tasks kept on disk only, until their time comes near.
+    pub(super) fn cold(&self) -> usize {
+        self.cold
+    }
+
     pub(super) fn lease_started(&mut self) {
         self.in_flight += 1;
     }
@@ -109,9 +125,10 @@ impl Queue {
         self.waiting
     }
 
-    /// Tasks waiting for their countdown, ETA or retry backoff.
+    /// Tasks waiting for their countdown, ETA or retry backoff, in memory
+    /// and on disk.
     pub(super) fn scheduled(&self) -> usize {
-        self.scheduled
+        self.scheduled + self.cold
     }
 
     /// Tasks with workers.
@@ -121,7 +138,7 @@ impl Queue {
 
     /// Every task the queue holds.
     pub(super) fn len(&self) -> usize {
-        self.waiting + self.scheduled + self.in_flight
+        self.waiting + self.scheduled + self.cold + self.in_flight
     }
 }
 

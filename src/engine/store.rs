@@ -12,10 +12,20 @@
 //!   never an insertion. The task then runs once more after the restart,
 //!   which at-least-once delivery allows. The next `put` or
 //!   [`TaskStore::flush`] makes earlier removals durable.
-//! - [`TaskStore::load_all`] returns every record in key order, so queues
+//! - [`TaskStore::scan`] visits every record in key order, so queues
 //!   rebuild in submission order; each record carries its own due time
 //!   (`not_before_us`) and expiry, from which the engine rebuilds its
-//!   deadline index.
+//!   deadline index. It visits one record at a time, so a store of a
+//!   million scheduled tasks is read without holding them all.
+//! - A task due far ahead is written with [`TaskStore::put_cold`], which
+//!   also enters it in a durable due-time index ([`TaskStore::due_range`]);
+//!   it then stays on disk only, and the engine loads it from the index as
+//!   its time comes near. The engine keeps this invariant: a task whose due
+//!   time was beyond its hot window when written has an entry, any other
+//!   has none, so after a restart every task due beyond the window is in
+//!   the index. Entries may outlive their record (a removal does not look
+//!   for them): the engine drops such stale entries when it meets them
+//!   ([`TaskStore::remove_due`]).
 //!
 //! fjall is the one implementation today (`crate::queue::FjallStore`); a
 //! replicated backend would implement the same four calls.
@@ -80,6 +90,14 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Fails when the write fails; the task is then not stored.
     fn put(&self, key: TaskKey, task: &StoredTask) -> Result<(), StoreError>;
 
+    /// As [`TaskStore::put`], and enters the task in the due-time index at
+    /// `due_us`, in the same write.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the write fails; then neither is stored.
+    fn put_cold(&self, key: TaskKey, task: &StoredTask, due_us: u64) -> Result<(), StoreError>;
+
     /// Deletes the task under `key`; durable with the next `put` or `flush`.
     ///
     /// # Errors
@@ -94,12 +112,39 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Fails when the write fails.
     fn flush(&self) -> Result<(), StoreError>;
 
-    /// Every stored task, oldest key first.
+    /// Calls `visit` with every stored task, oldest key first.
     ///
     /// # Errors
     ///
     /// Fails on a backend error or an undecodable record.
-    fn load_all(&self) -> Result<Vec<(TaskKey, StoredTask)>, StoreError>;
+    fn scan(&self, visit: &mut dyn FnMut(TaskKey, StoredTask)) -> Result<(), StoreError>;
+
+    /// The task stored under `key`.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a backend error or an undecodable record.
+    fn get(&self, key: TaskKey) -> Result<Option<StoredTask>, StoreError>;
+
+    /// Up to `limit` entries of the due-time index with a due time in
+    /// `(after_us, until_us]`, earliest first.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a backend error.
+    fn due_range(
+        &self,
+        after_us: u64,
+        until_us: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, TaskKey)>, StoreError>;
+
+    /// Deletes one entry of the due-time index.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the removal cannot be recorded.
+    fn remove_due(&self, due_us: u64, key: TaskKey) -> Result<(), StoreError>;
 
     /// Adds `letter` to its queue's dead letters, durably, then drops the
     /// oldest of that queue beyond `keep`.

@@ -113,7 +113,9 @@ impl Engine {
             );
         }
         if let Some(id) = &parsed.id
-            && (st.ids.contains_key(id) || st.recent_done_set.contains(id))
+            && (st.ids.contains_key(id)
+                || st.recent_done_set.contains(id)
+                || self.cold_key(&st, id).is_some())
         {
             self.inner.metrics.task_duplicate();
             tracing::info!(queue = sub.queue, task_id = %id, "duplicate task id, not run again");
@@ -195,9 +197,18 @@ impl Engine {
         key: TaskKey,
         task: StoredTask,
     ) -> Result<(), super::StoreError> {
-        self.inner.store.put(key, &task)?;
+        let cold = task.not_before_us.filter(|t| *t > st.cold_until_us);
+        match cold {
+            Some(due) => self.inner.store.put_cold(key, &task, due)?,
+            None => self.inner.store.put(key, &task)?,
+        }
         self.inner.metrics.task_submitted();
         self.emit(|| TaskEvent::Submitted(Box::new(task.clone())));
+        if cold.is_some() {
+            // Due beyond the hot window: it stays on disk until then.
+            st.note_cold(key, &task);
+            return Ok(());
+        }
         let stage = match task.not_before_us {
             Some(due_us) => Stage::Scheduled { due_us },
             None => Stage::Ready,
@@ -258,6 +269,28 @@ impl Engine {
             self.inner.outbox.send(vec![reply_message(r, &result)]);
         }
         SubmitOutcome::Rejected { reason, message }
+    }
+}
+
+impl Engine {
+    /// The key of cold task `id` (on disk only), if there is one.
+    pub(super) fn cold_key(&self, st: &State, id: &str) -> Option<TaskKey> {
+        if let Some(key) = st.cold_ids.get(id) {
+            return Some(*key);
+        }
+        // A generated id is its key: look for it only while some task is
+        // cold and the id has the shape of one.
+        if !st.has_cold() {
+            return None;
+        }
+        let key = TaskKey(ulid::Ulid::from_string(id).ok()?);
+        if st.tasks.contains_key(&key) {
+            return None;
+        }
+        match self.inner.store.get(key) {
+            Ok(Some(task)) if task.id == id => Some(key),
+            _ => None,
+        }
     }
 }
 

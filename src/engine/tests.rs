@@ -738,3 +738,108 @@ fn a_schedule_fires_each_due_time_once_and_after_downtime_only_the_latest_missed
     let after: Vec<String> = delivered_ids(&r.effects());
     assert_eq!(after, [7, 8].map(|s| firing_id("tick", T0 + s * 1_000_000)));
 }
+
+impl Engine {
+    /// Tasks held in memory (not the cold ones on disk).
+    fn tasks_in_memory(&self) -> usize {
+        self.lock().tasks.len()
+    }
+}
+
+#[test]
+fn tasks_due_beyond_the_hot_window_wait_on_disk_and_come_back_on_time() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 100, "tasks/q");
+    r.submit("q", r#"{"id":"hour","countdown":3600}"#);
+    r.submit("q", r#"{"countdown":7200}"#);
+    r.submit("q", r#"{"id":"soon","countdown":10}"#);
+    assert_eq!(r.engine.tasks_in_memory(), 1, "only `soon` is in memory");
+    assert_eq!(r.engine.queues()[0].scheduled, 3);
+    // A second submit of a cold id is a duplicate; a cold task is unfinished.
+    assert!(matches!(
+        r.engine.submit(Submission {
+            queue: "q",
+            payload: br#"{"id":"hour"}"#,
+            ..Submission::default()
+        }),
+        SubmitOutcome::Duplicate
+    ));
+    assert!(r.engine.is_unfinished("hour"));
+    r.at_ms(10_000);
+    assert_eq!(delivered_ids(&r.effects()), ["soon"]);
+    // Loaded within the window before its time, delivered at it.
+    r.at_ms(3_540_500);
+    assert_eq!(r.engine.tasks_in_memory(), 2);
+    r.effects(); // `soon`, whose lease ran out meanwhile, went out again
+    r.at_ms(3_599_999);
+    assert!(r.effects().is_empty());
+    r.at_ms(3_600_000);
+    assert_eq!(delivered_ids(&r.effects()), ["hour"]);
+    // The other survives a restart on disk, is revoked there by its
+    // generated id, and never runs.
+    let r = r.restart();
+    assert_eq!(
+        r.engine.tasks_in_memory(),
+        2,
+        "the two delivered ones wait again"
+    );
+    assert_eq!(r.engine.queues()[0].scheduled, 1);
+    let id = r
+        .engine
+        .waiting_tasks("q", 10)
+        .map(|v| v.len())
+        .unwrap_or(0);
+    assert_eq!(id, 2, "the cold one is not listed");
+    let mut cold_id = None;
+    r.engine
+        .inner
+        .store
+        .scan(&mut |k, t| {
+            if t.not_before_us.is_some_and(|d| d > T0 + 7_000_000_000) {
+                cold_id = Some((k, t.id));
+            }
+        })
+        .unwrap();
+    let (_, cold_id) = cold_id.expect("the 2 h task is stored");
+    assert_eq!(r.engine.revoke(&cold_id, "test"), RevokeOutcome::Revoked);
+    assert_eq!(r.engine.revoke(&cold_id, "test"), RevokeOutcome::Finished);
+    assert_eq!(r.engine.queues()[0].scheduled, 0);
+    r.effects();
+    r.engine.worker_subscribed("w", 2, 100, "tasks/q");
+    r.at_ms(7_300_000);
+    let ids = delivered_ids(&r.effects());
+    assert!(!ids.contains(&cold_id), "{ids:?}");
+}
+
+#[test]
+fn a_long_backoff_goes_to_disk_and_many_cold_tasks_load_in_batches() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    r.submit(
+        "q",
+        r#"{"id":"slow","retry":{"backoff_ms":120000,"jitter":false}}"#,
+    );
+    r.effects();
+    answer(&r, "w", "slow", json!({"error": "later", "retry": true}));
+    assert_eq!(r.engine.tasks_in_memory(), 0, "the retry waits on disk");
+    let r = r.restart();
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    r.at_ms(119_999);
+    assert!(r.effects().is_empty());
+    r.at_ms(120_000);
+    assert_eq!(delivered_ids(&r.effects()), ["slow"]);
+
+    // More cold tasks than one tick loads, all due at the same time.
+    let r = rig();
+    let n = COLD_BATCH + 5;
+    for i in 0..n {
+        r.submit("q", &format!(r#"{{"id":"c{i}","countdown":600}}"#));
+    }
+    assert_eq!(r.engine.tasks_in_memory(), 0);
+    r.at_ms(550_000);
+    r.at_ms(550_001);
+    assert_eq!(r.engine.tasks_in_memory(), n);
+    r.engine.worker_subscribed("w", 1, 100_000, "tasks/q");
+    r.at_ms(600_000);
+    assert_eq!(delivered_ids(&r.effects()).len(), n);
+}

@@ -87,11 +87,13 @@ impl Engine {
 
     /// Whether task `id` is accepted and not yet final.
     pub fn is_unfinished(&self, id: &str) -> bool {
-        self.lock().ids.contains_key(id)
+        let st = self.lock();
+        st.ids.contains_key(id) || self.cold_key(&st, id).is_some()
     }
 
     /// Up to `limit` tasks waiting in `queue`: the deliverable ones in
-    /// delivery order, then the scheduled ones by due time. `None` when
+    /// delivery order, then the scheduled ones in memory by due time (those
+    /// due beyond the hot window are on disk and not listed). `None` when
     /// there is no such queue.
     pub fn waiting_tasks(&self, queue: &str, limit: usize) -> Option<Vec<WaitingTask>> {
         let st = self.lock();

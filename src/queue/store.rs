@@ -44,6 +44,8 @@ pub struct FjallStore {
     dead: Keyspace,
     /// Schedules: name → [`ScheduleRecord`].
     schedules: Keyspace,
+    /// The due-time index: due_us (8 bytes, big-endian) + task key → nothing.
+    due: Keyspace,
     /// Dead letters per queue, counted at open and kept in step.
     dead_counts: Arc<Mutex<HashMap<String, usize>>>,
     sync: SyncMode,
@@ -81,6 +83,9 @@ impl FjallStore {
         let schedules = db
             .keyspace("schedules", KeyspaceCreateOptions::default)
             .map_err(backend)?;
+        let due = db
+            .keyspace("due", KeyspaceCreateOptions::default)
+            .map_err(backend)?;
         let mut counts = HashMap::new();
         for guard in dead.iter() {
             let k = guard.key().map_err(backend)?;
@@ -93,6 +98,7 @@ impl FjallStore {
             tasks,
             dead,
             schedules,
+            due,
             dead_counts: Arc::new(Mutex::new(counts)),
             sync,
         })
@@ -101,6 +107,12 @@ impl FjallStore {
 
 fn backend(e: fjall::Error) -> StoreError {
     StoreError::Backend(Box::new(e))
+}
+
+fn due_key(due_us: u64, key: TaskKey) -> Vec<u8> {
+    let mut k = due_us.to_be_bytes().to_vec();
+    k.extend_from_slice(&key.to_bytes());
+    k
 }
 
 fn dead_prefix(queue: &str) -> Vec<u8> {
@@ -144,6 +156,16 @@ impl TaskStore for FjallStore {
         self.flush()
     }
 
+    fn put_cold(&self, key: TaskKey, task: &StoredTask, due_us: u64) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(task).map_err(StoreError::Encode)?;
+        // Record and due-time entry in one batch, so neither exists alone.
+        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        batch.insert(&self.tasks, key.to_bytes(), value);
+        batch.insert(&self.due, due_key(due_us, key), []);
+        batch.commit().map_err(backend)?;
+        self.flush()
+    }
+
     fn remove(&self, key: TaskKey) -> Result<(), StoreError> {
         self.tasks.remove(key.to_bytes()).map_err(backend)
     }
@@ -156,8 +178,7 @@ impl TaskStore for FjallStore {
         self.db.persist(mode).map_err(backend)
     }
 
-    fn load_all(&self) -> Result<Vec<(TaskKey, StoredTask)>, StoreError> {
-        let mut out = Vec::new();
+    fn scan(&self, visit: &mut dyn FnMut(TaskKey, StoredTask)) -> Result<(), StoreError> {
         for guard in self.tasks.iter() {
             let (k, v) = guard.into_inner().map_err(backend)?;
             let Some(key) = TaskKey::from_slice(&k) else {
@@ -168,9 +189,53 @@ impl TaskStore for FjallStore {
                 key: key.0.to_string(),
                 source,
             })?;
-            out.push((key, task));
+            visit(key, task);
+        }
+        Ok(())
+    }
+
+    fn get(&self, key: TaskKey) -> Result<Option<StoredTask>, StoreError> {
+        let Some(v) = self.tasks.get(key.to_bytes()).map_err(backend)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&v)
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt {
+                key: key.0.to_string(),
+                source,
+            })
+    }
+
+    fn due_range(
+        &self,
+        after_us: u64,
+        until_us: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, TaskKey)>, StoreError> {
+        let from = after_us.saturating_add(1).to_be_bytes();
+        let mut to = until_us.to_be_bytes().to_vec();
+        to.extend_from_slice(&[0xff; 16]);
+        let mut out = Vec::new();
+        for guard in self.due.range(from.to_vec()..=to) {
+            if out.len() >= limit {
+                break;
+            }
+            let k = guard.key().map_err(backend)?;
+            let (Some(due), Some(key)) = (
+                k.get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes),
+                k.get(8..).and_then(TaskKey::from_slice),
+            ) else {
+                continue;
+            };
+            out.push((due, key));
         }
         Ok(out)
+    }
+
+    fn remove_due(&self, due_us: u64, key: TaskKey) -> Result<(), StoreError> {
+        self.due.remove(due_key(due_us, key)).map_err(backend)
     }
 
     fn put_dead(&self, letter: &DeadLetter, keep: usize) -> Result<(), StoreError> {
@@ -286,7 +351,8 @@ mod tests {
             store.remove(keys[1]).unwrap();
         }
         let store = FjallStore::open(dir.path(), SyncMode::Fsync).unwrap();
-        let loaded = store.load_all().unwrap();
+        let mut loaded = Vec::new();
+        store.scan(&mut |k, t| loaded.push((k, t))).unwrap();
         assert!(
             store
                 .dead_letters("q", None, 10)
@@ -297,6 +363,35 @@ mod tests {
         let ids: Vec<_> = loaded.iter().map(|(_, t)| t.id.as_str()).collect();
         assert_eq!(ids, ["t0", "t2"]);
         assert_eq!(loaded[0].0, keys[0]);
+    }
+
+    #[test]
+    fn scheduled_records_enter_the_due_index_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path(), SyncMode::Buffer).unwrap();
+        let mut generator = ulid::Generator::new();
+        let mut key = || TaskKey(generator.generate().unwrap());
+        let (a, b, c) = (key(), key(), key());
+        for (k, due) in [(a, Some(300)), (b, Some(100)), (c, None)] {
+            let mut t = task("x");
+            t.not_before_us = due;
+            match due {
+                Some(d) => store.put_cold(k, &t, d).unwrap(),
+                None => store.put(k, &t).unwrap(),
+            }
+        }
+        assert_eq!(
+            store.due_range(0, u64::MAX, 10).unwrap(),
+            [(100, b), (300, a)]
+        );
+        assert_eq!(store.due_range(100, 300, 10).unwrap(), [(300, a)]);
+        assert_eq!(store.due_range(0, 299, 10).unwrap(), [(100, b)]);
+        assert_eq!(store.due_range(0, u64::MAX, 1).unwrap(), [(100, b)]);
+        store.remove_due(100, b).unwrap();
+        assert_eq!(store.due_range(0, u64::MAX, 10).unwrap(), [(300, a)]);
+        assert_eq!(store.get(c).unwrap().unwrap().id, "x");
+        store.remove(c).unwrap();
+        assert!(store.get(c).unwrap().is_none());
     }
 
     #[test]
