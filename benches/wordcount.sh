@@ -61,12 +61,16 @@ if command -v redis-server >/dev/null && python3 -c 'import celery, redis' 2>/de
   export CELERY_BROKER="redis://127.0.0.1:$RPORT/0"
   for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
   (cd benches/celery && exec celery -A tasks worker -c 2 -P prefork --loglevel=warning >/dev/null 2>&1) &
-  pids+=("$!")
+  celery_worker=$!
+  pids+=("$celery_worker")
   for _ in $(seq 100); do (cd benches/celery && celery -A tasks inspect ping >/dev/null 2>&1) && break; sleep 0.2; done
   celery_out=$(cd benches/celery && python3 producer.py "../../$TEXT/aesop11.txt" 2190)
   echo "anchor, Celery + Redis (2 prefork processes), 2190 words: $(echo "$celery_out" | tail -1)"
   echo "    top 5: $(echo "$celery_out" | sed -n '1,5p' | paste -sd, - | sed 's/,/, /g')"
-  pkill -f "celery -A tasks worker" 2>/dev/null || true
+  # Only the Celery worker this script started (it stops its own pool):
+  # never anybody else's Celery on the machine.
+  kill "$celery_worker" 2>/dev/null || true
+  wait "$celery_worker" 2>/dev/null || true
 else
   echo "anchor skipped: needs redis-server and the Python packages celery, redis, packaging"
 fi

@@ -541,7 +541,7 @@ impl Engine {
                 key,
                 super::Entry {
                     task,
-                    stage: Stage::Ready,
+                    stage: Stage::Detached,
                 },
             );
             st.attach(key, stage, false);

@@ -114,6 +114,9 @@ enum Stage {
     Ready,
     /// With a worker.
     Leased(Lease),
+    /// In none of them, between a `detach` and the next `attach` (or its
+    /// removal); a second `detach` finds nothing to undo.
+    Detached,
 }
 
 #[derive(Debug)]
@@ -273,7 +276,7 @@ impl Engine {
                 key,
                 Entry {
                     task,
-                    stage: Stage::Ready,
+                    stage: Stage::Detached,
                 },
             );
             st.attach(key, stage, false);
@@ -410,7 +413,7 @@ impl State {
     /// its worker's slots, with its deadlines. Returns the lease it had.
     fn detach(&mut self, key: TaskKey) -> Option<Lease> {
         let entry = self.tasks.get_mut(&key)?;
-        let stage = std::mem::replace(&mut entry.stage, Stage::Ready);
+        let stage = std::mem::replace(&mut entry.stage, Stage::Detached);
         let task = &entry.task;
         let queue = self.queues.get_mut(&task.queue);
         match stage {
@@ -447,6 +450,7 @@ impl State {
                 }
                 Some(lease)
             }
+            Stage::Detached => None,
         }
     }
 
@@ -454,8 +458,11 @@ impl State {
     /// expiry deadline: the task is then detached, to be leased or finished.
     fn pop_ready(&mut self, queue: &str) -> Option<TaskKey> {
         let key = self.queues.get_mut(queue)?.pop_ready()?;
-        if let Some(t) = self.tasks.get(&key).and_then(|e| e.task.expires_at_us) {
-            self.deadlines.remove(t, Deadline::Expiry(key));
+        if let Some(entry) = self.tasks.get_mut(&key) {
+            entry.stage = Stage::Detached;
+            if let Some(t) = entry.task.expires_at_us {
+                self.deadlines.remove(t, Deadline::Expiry(key));
+            }
         }
         Some(key)
     }
@@ -478,6 +485,7 @@ impl State {
                 earliest = Some(*due_us);
             }
             Stage::Ready => queue.push_ready(key, task.priority, front),
+            Stage::Detached => {}
             Stage::Leased(lease) => {
                 queue.lease_started();
                 self.deadlines
@@ -489,7 +497,7 @@ impl State {
                 }
             }
         }
-        if !matches!(stage, Stage::Leased(_))
+        if matches!(stage, Stage::Ready | Stage::Scheduled { .. })
             && let Some(t) = task.expires_at_us
         {
             self.deadlines.insert(t, Deadline::Expiry(key));

@@ -218,7 +218,7 @@ impl Engine {
             key,
             Entry {
                 task,
-                stage: Stage::Ready,
+                stage: Stage::Detached,
             },
         );
         st.attach(key, stage, false);

@@ -843,3 +843,25 @@ fn a_long_backoff_goes_to_disk_and_many_cold_tasks_load_in_batches() {
     r.at_ms(600_000);
     assert_eq!(delivered_ids(&r.effects()).len(), n);
 }
+
+#[test]
+fn countdowns_spread_across_the_hot_window_edge_all_fire_once() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 10_000, "tasks/q");
+    let n = 3000u64;
+    for i in 0..n {
+        r.clock.advance_ms(1);
+        let c = 62.0 * ((i * 7919) % n) as f64 / n as f64;
+        r.submit("q", &format!(r#"{{"countdown":{c}}}"#));
+        if i % 10 == 0 {
+            r.engine.tick();
+        }
+    }
+    let mut got = 0;
+    for ms in (3000..=70_000).step_by(7) {
+        r.at_ms(ms);
+        got += delivered_ids(&r.effects()).len();
+    }
+    let q = &r.engine.queues()[0];
+    assert_eq!((got, q.scheduled, q.waiting), (n as usize, 0, 0));
+}

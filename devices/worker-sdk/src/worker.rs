@@ -59,7 +59,7 @@ pub struct TaskContext {
     pub user_properties: Vec<(String, String)>,
     /// Where progress reports go: the task's reply topic, on this worker's
     /// connection.
-    reporter: Option<(AsyncClient, String)>,
+    reporter: Option<(AsyncClient, Arc<str>)>,
     /// Cancelled when the broker tells this worker the task was revoked.
     cancel: CancellationToken,
 }
@@ -126,7 +126,7 @@ impl TaskContext {
             .to_string();
         if let Err(e) = client
             .publish_with_properties(
-                topic.clone(),
+                topic.to_string(),
                 QoS::AtMostOnce,
                 false,
                 payload,
@@ -439,9 +439,11 @@ impl Worker {
             .collect();
         let counters = Arc::new(Counters::default());
         let mut running: JoinSet<()> = JoinSet::new();
-        let mut in_hand: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
-        // The cancellation of each task in hand, by task id.
-        let mut cancels: HashMap<String, CancellationToken> = HashMap::new();
+        // Each task in hand: its id, reply topic and cancellation. A cancel
+        // notice looks the id up by a scan: they are rare, and the map is
+        // bounded by the concurrency.
+        let mut in_hand: HashMap<tokio::task::Id, (String, Arc<str>, CancellationToken)> =
+            HashMap::new();
         let control = wire::control_topic(&self.client_id);
         let mut backoff = MIN_BACKOFF;
         let mut draining = false;
@@ -464,16 +466,13 @@ impl Worker {
                 Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
                     let id = match &joined { Ok((id, ())) => *id, Err(e) => e.id() };
                     let task = in_hand.remove(&id);
-                    if let Some((task_id, _)) = &task {
-                        cancels.remove(task_id);
-                    }
-                    if let (Err(e), Some((task_id, reply_to))) = (joined, task) {
+                    if let (Err(e), Some((task_id, reply_to, _))) = (joined, task) {
                         let error = if e.is_panic() { "handler panicked" } else { "handler was cancelled" };
                         tracing::error!(task_id, error, "task failed");
                         counters.failed.fetch_add(1, Ordering::Relaxed);
                         let reply = WorkerReply::Failure { error: error.into(), retry: false, retry_in: None };
                         let _ = client.try_publish_with_properties(
-                            reply_to, QoS::AtLeastOnce, false,
+                            reply_to.to_string(), QoS::AtLeastOnce, false,
                             reply.to_json(Some(&task_id)).to_string(),
                             correlation(&task_id),
                         );
@@ -505,7 +504,7 @@ impl Worker {
                     Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic.as_ref() == control.as_bytes() => {
                         let notice: Option<Value> = serde_json::from_slice(&publish.payload).ok();
                         if let Some(id) = notice.as_ref().and_then(|n| n.get("cancel")).and_then(Value::as_str) {
-                            match cancels.get(id) {
+                            match in_hand.values().find(|(t, _, _)| t == id).map(|(_, _, c)| c) {
                                 Some(token) => {
                                     tracing::info!(task_id = id, "task revoked while running; cancelling");
                                     token.cancel();
@@ -517,8 +516,7 @@ impl Worker {
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         if let Some((task_id, reply_to, cancel, fut)) = self.start(publish, &client, &counters) {
                             let handle = running.spawn(fut);
-                            cancels.insert(task_id.clone(), cancel);
-                            in_hand.insert(handle.id(), (task_id, reply_to));
+                            in_hand.insert(handle.id(), (task_id, reply_to, cancel));
                         }
                     }
                     Ok(_) => {}
@@ -569,7 +567,7 @@ impl Worker {
         counters: &Arc<Counters>,
     ) -> Option<(
         String,
-        String,
+        Arc<str>,
         CancellationToken,
         Pin<Box<dyn Future<Output = ()> + Send>>,
     )> {
@@ -582,10 +580,11 @@ impl Worker {
             }
         };
         // MQTT 5 properties are authoritative; the JSON fields are the 3.1.1 copy.
-        let reply_to = props
+        let reply_to: Arc<str> = props
             .response_topic
-            .clone()
-            .unwrap_or_else(|| msg.reply_to.clone());
+            .as_deref()
+            .unwrap_or(&msg.reply_to)
+            .into();
         let task_id = props
             .correlation_data
             .as_ref()
@@ -647,7 +646,13 @@ impl Worker {
             // QoS 0: a reply lost with its connection needs no resend, because
             // the broker hands the tasks of a disconnected worker to another.
             if let Err(e) = client
-                .publish_with_properties(topic, QoS::AtMostOnce, false, payload, correlation(&id))
+                .publish_with_properties(
+                    topic.to_string(),
+                    QoS::AtMostOnce,
+                    false,
+                    payload,
+                    correlation(&id),
+                )
                 .await
             {
                 tracing::error!(task_id = %id, error = %e, "cannot publish the result; the broker will redeliver the task");
