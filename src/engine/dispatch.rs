@@ -14,9 +14,6 @@ use super::task::{StoredTask, TaskKey};
 use super::workers::pick_worker;
 use super::{Effect, Engine, Lease, MAX_TIMER_SLEEP, Stage, State, TaskEvent};
 
-/// The error of a task that expired before it started.
-const EXPIRED: &str = "the task expired before a worker took it";
-
 impl Engine {
     /// Delivers ready tasks of `queue_name` while a consumer has a free slot.
     pub(super) fn pump(&self, st: &mut State, queue_name: &str, fx: &mut Vec<Effect>) {
@@ -59,15 +56,7 @@ impl Engine {
                 continue;
             };
             if entry.task.expires_at_us.is_some_and(|t| t <= now) {
-                let outcome = Outcome {
-                    status: Status::Expired,
-                    result: None,
-                    error: Some(EXPIRED.into()),
-                    worker: None,
-                    delivered_at_us: None,
-                    exhausted: false,
-                };
-                self.finish(st, key, outcome, fx);
+                self.finish(st, key, Outcome::expired(), fx);
                 continue;
             }
             if let Some(rate) = limits.rate_limit
@@ -400,7 +389,7 @@ impl Engine {
         let now = self.now_us();
         let mut fx = Vec::new();
         let mut touched = std::collections::HashSet::new();
-        let more_cold = self.load_cold(&mut st, now);
+        let more_cold = self.load_cold(&mut st, now, &mut touched);
         for due in st.deadlines.pop_due(now) {
             match due {
                 Deadline::Lease(key) => {
@@ -462,15 +451,7 @@ impl Engine {
                         continue;
                     }
                     touched.insert(entry.task.queue.clone());
-                    let outcome = Outcome {
-                        status: Status::Expired,
-                        result: None,
-                        error: Some(EXPIRED.into()),
-                        worker: None,
-                        delivered_at_us: None,
-                        exhausted: false,
-                    };
-                    self.finish(&mut st, key, outcome, &mut fx);
+                    self.finish(&mut st, key, Outcome::expired(), &mut fx);
                 }
             }
         }
@@ -492,7 +473,12 @@ impl Engine {
     /// Loads the cold tasks that came within the hot window from the
     /// store's due-time index into the schedule. Returns whether more are
     /// left for the next tick (a tick loads at most `COLD_BATCH`).
-    fn load_cold(&self, st: &mut State, now: u64) -> bool {
+    fn load_cold(
+        &self,
+        st: &mut State,
+        now: u64,
+        touched: &mut std::collections::HashSet<String>,
+    ) -> bool {
         let until = now + super::HOT_WINDOW_US;
         if until <= st.cold_until_us {
             return false;
@@ -534,17 +520,11 @@ impl Engine {
             let stage = if due > now {
                 Stage::Scheduled { due_us: due }
             } else {
+                // Loaded late (the timer was held up): deliverable at once.
+                touched.insert(task.queue.clone());
                 Stage::Ready
             };
-            st.ids.insert(task.id.clone(), key);
-            st.tasks.insert(
-                key,
-                super::Entry {
-                    task,
-                    stage: Stage::Detached,
-                },
-            );
-            st.attach(key, stage, false);
+            st.insert_task(key, task, stage);
         }
         // A full batch ends part way through the range: the next tick reads
         // on from its last due time (the entries read are removed, so none

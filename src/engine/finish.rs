@@ -52,6 +52,18 @@ impl Outcome {
         }
     }
 
+    /// A task that expired before a worker took it.
+    pub(super) fn expired() -> Outcome {
+        Outcome {
+            status: Status::Expired,
+            result: None,
+            error: Some("the task expired before a worker took it".into()),
+            worker: None,
+            delivered_at_us: None,
+            exhausted: false,
+        }
+    }
+
     pub(super) fn revoked(error: &str) -> Outcome {
         Outcome {
             status: Status::Revoked,

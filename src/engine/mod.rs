@@ -271,15 +271,7 @@ impl Engine {
                 Some(due_us) if due_us > now => Stage::Scheduled { due_us },
                 _ => Stage::Ready,
             };
-            st.ids.insert(task.id.clone(), key);
-            st.tasks.insert(
-                key,
-                Entry {
-                    task,
-                    stage: Stage::Detached,
-                },
-            );
-            st.attach(key, stage, false);
+            st.insert_task(key, task, stage);
         })?;
         if count > 0 {
             tracing::info!(
@@ -366,6 +358,19 @@ impl Engine {
 }
 
 impl State {
+    /// Takes `task` into memory, in `stage`.
+    fn insert_task(&mut self, key: TaskKey, task: StoredTask, stage: Stage) {
+        self.ids.insert(task.id.clone(), key);
+        self.tasks.insert(
+            key,
+            Entry {
+                task,
+                stage: Stage::Detached,
+            },
+        );
+        self.attach(key, stage, false);
+    }
+
     /// Counts `task` as cold: on disk only until its time comes near.
     fn note_cold(&mut self, key: TaskKey, task: &StoredTask) {
         if let Some(q) = self.queues.get_mut(&task.queue) {

@@ -6,7 +6,7 @@ use swarmq_worker::wire::{self, Status, TaskResult};
 use super::finish::reply_message;
 use super::request::{Expires, Start, Submission, parse_request};
 use super::task::{ReplyTo, StoredTask, TaskKey};
-use super::{Engine, Entry, Stage, State, TaskEvent};
+use super::{Engine, Stage, State, TaskEvent};
 use crate::metrics::RejectReason;
 
 /// What became of a submission.
@@ -213,15 +213,7 @@ impl Engine {
             Some(due_us) => Stage::Scheduled { due_us },
             None => Stage::Ready,
         };
-        st.ids.insert(task.id.clone(), key);
-        st.tasks.insert(
-            key,
-            Entry {
-                task,
-                stage: Stage::Detached,
-            },
-        );
-        st.attach(key, stage, false);
+        st.insert_task(key, task, stage);
         Ok(())
     }
 

@@ -865,3 +865,14 @@ fn countdowns_spread_across_the_hot_window_edge_all_fire_once() {
     let q = &r.engine.queues()[0];
     assert_eq!((got, q.scheduled, q.waiting), (n as usize, 0, 0));
 }
+
+#[test]
+fn a_cold_task_loaded_after_its_time_is_delivered_in_the_same_tick() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    r.submit("q", r#"{"id":"late","countdown":120}"#);
+    assert_eq!(r.engine.tasks_in_memory(), 0);
+    // The timer is held up past the whole window and the due time.
+    r.at_ms(200_000);
+    assert_eq!(delivered_ids(&r.effects()), ["late"]);
+}

@@ -546,6 +546,16 @@ async fn dead_letters(
     .into_response())
 }
 
+/// A dead-letter action's error; "not found" names the letter.
+fn dead_letter_error(e: ActionError, queue: &str, id: &str) -> ApiError {
+    match e {
+        ActionError::NotFound(_) => {
+            ApiError::not_found(format!("no dead letter `{id}` in queue `{queue}`"))
+        }
+        other => other.into(),
+    }
+}
+
 async fn replay_dead(
     Admin(caller): Admin,
     State(state): State<HttpState>,
@@ -555,12 +565,7 @@ async fn replay_dead(
         .ctx
         .engine
         .replay_dead(&name, &id)
-        .map_err(|e| match e {
-            ActionError::NotFound(_) => {
-                ApiError::not_found(format!("no dead letter `{id}` in queue `{name}`"))
-            }
-            other => other.into(),
-        })?;
+        .map_err(|e| dead_letter_error(e, &name, &id))?;
     tracing::info!(task_id = %id, queue = %name, user = ?caller.user, "dead letter replayed through the API");
     Ok(Json(json!({"id": id, "status": "queued"})).into_response())
 }
@@ -574,12 +579,7 @@ async fn discard_dead(
         .ctx
         .engine
         .discard_dead(&name, &id)
-        .map_err(|e| match e {
-            ActionError::NotFound(_) => {
-                ApiError::not_found(format!("no dead letter `{id}` in queue `{name}`"))
-            }
-            other => other.into(),
-        })?;
+        .map_err(|e| dead_letter_error(e, &name, &id))?;
     tracing::info!(task_id = %id, queue = %name, user = ?caller.user, "dead letter discarded through the API");
     Ok(Json(json!({"id": id, "status": "discarded"})).into_response())
 }
