@@ -193,6 +193,8 @@ pub struct StoreSettings {
 pub struct TaskSettings {
     /// Capacity of a worker that announces none.
     pub default_capacity: u32,
+    /// Most capacity any worker is given, whatever it announces.
+    pub max_capacity: u32,
     /// Largest task payload.
     pub max_payload_bytes: usize,
     /// Create queues on first use.
@@ -388,6 +390,13 @@ impl Settings {
         }
         if self.tasks.default_capacity == 0 || self.tasks.default_capacity > 65_535 {
             return invalid("tasks.default_capacity", "must be between 1 and 65535");
+        }
+        if self.tasks.max_capacity < self.tasks.default_capacity || self.tasks.max_capacity > 65_535
+        {
+            return invalid(
+                "tasks.max_capacity",
+                "must be between tasks.default_capacity and 65535",
+            );
         }
         if self.tasks.max_payload_bytes == 0
             || self.tasks.max_payload_bytes > self.mqtt.max_packet_size_bytes as usize

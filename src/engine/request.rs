@@ -336,10 +336,11 @@ fn str_field(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, Str
     }
 }
 
-/// A reply topic must be a topic name one can publish to: non-empty, no
-/// wildcards, no NUL.
-pub(super) fn is_valid_reply_topic(t: &str) -> bool {
-    !t.is_empty() && t.len() <= 65_535 && !t.contains(['+', '#', '\0'])
+/// A reply topic must be a topic name a client may publish to: non-empty,
+/// no wildcards, no NUL, and not a `$` topic (`$SYS/…` is the broker's own,
+/// and nobody may make the broker publish there).
+pub fn is_valid_reply_topic(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 65_535 && !t.contains(['+', '#', '\0']) && !t.starts_with('$')
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -413,6 +414,8 @@ mod tests {
         assert!(e.message.contains("`args` must be an array, got a string"));
         assert_eq!(e.reply_to.unwrap().correlation_id.as_deref(), Some("c"));
         assert!(parse_request(br#"{"reply_to":"a/+"}"#).is_err());
+        assert!(parse_request(br#"{"reply_to":"$SYS/broker/x"}"#).is_err());
+        assert!(parse_request(br#"{"reply_to":"a/#"}"#).is_err());
         assert!(parse_request(br#"{"task":""}"#).is_err());
         assert!(parse_request(format!(r#"{{"id":"{}"}}"#, "x".repeat(300)).as_bytes()).is_err());
         assert!(err("12").contains("got a number"));

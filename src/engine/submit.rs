@@ -50,6 +50,16 @@ impl Engine {
                 None,
             );
         }
+        if let Some(t) = &sub.response_topic
+            && !super::request::is_valid_reply_topic(t)
+        {
+            // Nothing can be answered there: the refusal goes back on the
+            // PUBACK only (MQTT 5 has a Response Topic, so it has reason codes).
+            let msg = format!(
+                "Response Topic `{t}` is not a topic name a client may publish to (no wildcards, no NUL, no $ topics)"
+            );
+            return self.reject(&sub, RejectReason::InvalidPayload, msg, None, None);
+        }
         if sub.payload.len() > config.max_payload_bytes {
             let msg = format!(
                 "payload of {} bytes exceeds the limit of {} bytes",

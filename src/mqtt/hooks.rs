@@ -43,6 +43,7 @@ const SPEC_DEFAULT_RECEIVE_MAXIMUM: u16 = 65_535;
 /// the app that owns them is dropped.
 #[derive(Clone)]
 pub(super) struct TaskHooks {
+    max_capacity: u32,
     engine: WeakEngine,
     history: Option<WeakHistoryStore>,
     publisher: Publisher,
@@ -51,6 +52,7 @@ pub(super) struct TaskHooks {
 
 /// The handler's state for one hook call, with strong references.
 struct Live {
+    max_capacity: u32,
     engine: Engine,
     history: Option<HistoryStore>,
     publisher: Publisher,
@@ -72,8 +74,10 @@ impl TaskHooks {
         history: Option<HistoryStore>,
         publisher: Publisher,
         default_capacity: u32,
+        max_capacity: u32,
     ) -> Self {
         TaskHooks {
+            max_capacity,
             engine: engine.downgrade(),
             history: history.as_ref().map(HistoryStore::downgrade),
             publisher,
@@ -88,6 +92,7 @@ impl TaskHooks {
             history: self.history.as_ref().and_then(WeakHistoryStore::upgrade),
             publisher: self.publisher.clone(),
             default_capacity: self.default_capacity,
+            max_capacity: self.max_capacity,
         })
     }
 }
@@ -253,7 +258,7 @@ impl Live {
             _ => None,
         };
         match announced {
-            Some(n) if n != SPEC_DEFAULT_RECEIVE_MAXIMUM => u32::from(n),
+            Some(n) if n != SPEC_DEFAULT_RECEIVE_MAXIMUM => u32::from(n).min(self.max_capacity),
             _ => self.default_capacity,
         }
     }
@@ -316,7 +321,7 @@ impl Request {
             .and_then(|p| p.response_topic.as_ref())
             .map(|t| t.to_string())
             .or_else(|| request.field("reply_to"))
-            .filter(|t| !t.is_empty() && !t.contains(['+', '#', '\0']));
+            .filter(|t| crate::engine::is_valid_reply_topic(t));
         request
     }
 

@@ -187,8 +187,13 @@ impl EmbeddedBroker {
                 None,
             )),
         };
-        let handler =
-            hooks::TaskHooks::new(engine, history, publisher.clone(), tasks.default_capacity);
+        let handler = hooks::TaskHooks::new(
+            engine,
+            history,
+            publisher.clone(),
+            tasks.default_capacity,
+            tasks.max_capacity,
+        );
         let register = scx.extends.hook_mgr().register();
         for typ in hooks::TaskHooks::TYPES {
             register.add(typ, Box::new(handler.clone())).await;

@@ -10,6 +10,7 @@ mod certs;
 mod contract;
 mod dispatch;
 mod durability;
+mod hardening;
 mod http;
 mod interop;
 mod lifecycle;

@@ -1,0 +1,120 @@
+//! Hardening against hostile or careless clients (issue 13), one fix each.
+
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties};
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn reply_topics_with_wildcards_or_dollar_are_refused_and_nothing_is_published_there() {
+    let broker = TestBroker::start().await;
+    let mut spy = V5Peer::connect(broker.mqtt, "sys-spy").await;
+    spy.subscribe("$SYS/#").await;
+    spy.subscribe("replies/#").await;
+    let mut requester = V5Peer::connect(broker.mqtt, "bad-reply").await;
+    for topic in ["replies/+/x", "replies/#", "$SYS/broker/forged"] {
+        let reason = requester
+            .publish_acked(
+                "tasks/q",
+                json!({"args": [1]}).to_string(),
+                reply_props(topic, "c"),
+            )
+            .await;
+        assert_eq!(
+            reason,
+            PubAckReason::PayloadFormatInvalid,
+            "Response Topic {topic}"
+        );
+    }
+    for reply_to in ["$SYS/broker/forged", "replies/+"] {
+        let reason = requester
+            .publish_acked(
+                "tasks/q",
+                json!({"reply_to": reply_to}).to_string(),
+                PublishProperties::default(),
+            )
+            .await;
+        assert_eq!(
+            reason,
+            PubAckReason::PayloadFormatInvalid,
+            "reply_to {reply_to}"
+        );
+    }
+    assert_eq!(
+        broker
+            .engine
+            .queues()
+            .iter()
+            .map(|q| q.waiting)
+            .sum::<usize>(),
+        0
+    );
+    // A history fetch cannot be aimed at $SYS either: it is not answered.
+    requester
+        .publish_acked(
+            "swarmq/history/get",
+            json!({"id": "x", "reply_to": "$SYS/broker/forged"}).to_string(),
+            PublishProperties::default(),
+        )
+        .await;
+    // A good request afterwards: once its answer is here, anything the bad
+    // ones had caused would have arrived before it.
+    requester
+        .publish_acked(
+            "swarmq/history/get",
+            json!({"id": "x", "reply_to": "replies/ok"}).to_string(),
+            PublishProperties::default(),
+        )
+        .await;
+    let p = spy.next_publish().await;
+    assert_eq!(
+        topic(&p),
+        "replies/ok",
+        "nothing came before the good answer"
+    );
+}
+
+#[tokio::test]
+async fn a_greedy_worker_gets_at_most_max_capacity() {
+    let broker = TestBroker::start_with(&[("tasks.max_capacity", "8")]).await;
+    let mut greedy = V5Peer::connect_with(broker.mqtt, "greedy", |o| {
+        o.set_receive_maximum(Some(60_000));
+    })
+    .await;
+    greedy.subscribe("$share/g/tasks/pile").await;
+    wait_consumers(&broker, "pile", 1).await;
+    assert_eq!(broker.engine.workers()[0].capacity, 8);
+    let client = swarmq_worker::Client::connect(&broker.url()).await.unwrap();
+    let mut pending = Vec::new();
+    for _ in 0..20 {
+        pending.push(
+            client
+                .submit("pile", swarmq_worker::wire::TaskRequest::default())
+                .await
+                .unwrap(),
+        );
+    }
+    let engine = broker.engine.clone();
+    eventually("20 tasks queued", move || {
+        let e = engine.clone();
+        async move {
+            e.queues()
+                .iter()
+                .map(|q| q.waiting + q.in_flight)
+                .sum::<usize>()
+                == 20
+        }
+    })
+    .await;
+    assert_eq!(broker.engine.in_flight(), 8);
+    let mut held = 0;
+    while held < 8 {
+        if let Packet::Publish(_) = greedy
+            .expect("a task", |p| matches!(p, Packet::Publish(_)))
+            .await
+        {
+            held += 1;
+        }
+    }
+    assert_eq!(broker.engine.queues()[0].waiting, 12);
+}
