@@ -129,6 +129,9 @@ impl App {
             }
         }
         let (sink, events, backlog) = Recorder::channel(MAX_BACKLOG);
+        if let Some(h) = &history {
+            h.attach_backlog(backlog.clone());
+        }
         let (outbox, effects) = mqtt::outbox();
         let engine = Engine::recover(EngineParts {
             store: Box::new(store),

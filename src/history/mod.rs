@@ -19,7 +19,8 @@ mod store;
 pub(crate) use activity::SERIES_IN_MEMORY;
 pub use activity::{Activity, QueueRates, SeriesPoint, WorkerInfo};
 pub use recorder::{
-    Backlog, EventSink, LiveFigures, LiveSource, MAX_BACKLOG, RECORD_INTERVAL, Recorder,
+    Backlog, EventSink, LiveFigures, LiveSource, MAX_BACKLOG, READ_YOUR_WRITES_WAIT,
+    RECORD_INTERVAL, Recorder,
 };
 pub use store::{HistoryError, HistoryStore, TaskFilter, TaskPage, WeakHistoryStore};
 pub(crate) use store::{MAX_SCAN, hex as hex_string, unhex};

@@ -7,9 +7,9 @@
 //! per task on the publish path. Each poll takes everything queued as one
 //! batch: one fjall write batch, one journal write.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -41,13 +41,59 @@ pub const MAX_BACKLOG: u64 = 500_000;
 pub struct Backlog {
     pending: AtomicU64,
     dropped: AtomicU64,
+    /// Events queued since start, and events recorded: a reader that saw a
+    /// result waits until `recorded` reaches what was `sent` when it asked.
+    sent: AtomicU64,
+    recorded: AtomicU64,
+    /// Set by a reader that wants the recorder to run now rather than at
+    /// the end of its interval.
+    wake: (Mutex<bool>, Condvar),
     limit: u64,
 }
+
+/// Longest a read of the history waits for the recorder to catch up.
+pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(1);
 
 impl Backlog {
     /// Events sent and not yet recorded.
     pub fn pending(&self) -> u64 {
         self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every event sent before this call is recorded (or
+    /// [`READ_YOUR_WRITES_WAIT`] passed), waking the recorder to do it now.
+    /// Returns at once when nothing is waiting. This is what makes a read
+    /// see every step the engine has told anyone of: the engine sends an
+    /// event before the result or acknowledgement it belongs to leaves.
+    pub async fn caught_up(&self) {
+        let target = self.sent.load(Ordering::Acquire);
+        if self.recorded.load(Ordering::Acquire) >= target {
+            return;
+        }
+        {
+            let (flag, cv) = &self.wake;
+            *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            cv.notify_one();
+        }
+        let deadline = tokio::time::Instant::now() + READ_YOUR_WRITES_WAIT;
+        while self.recorded.load(Ordering::Acquire) < target {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("task history lags; answering from what it holds");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Sleeps up to `interval` unless a reader asks for a run first.
+    fn nap(&self, interval: Duration) {
+        let (flag, cv) = &self.wake;
+        let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = cv
+            .wait_timeout_while(guard, interval, |woken| !*woken)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+        *guard = false;
     }
 
     /// Events dropped since start.
@@ -81,6 +127,7 @@ impl EventSink {
         }
         if self.tx.send(event).is_ok() {
             b.pending.fetch_add(1, Ordering::Relaxed);
+            b.sent.fetch_add(1, Ordering::Release);
         }
     }
 }
@@ -132,6 +179,9 @@ impl Recorder {
         let backlog = Arc::new(Backlog {
             pending: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            recorded: AtomicU64::new(0),
+            wake: (Mutex::new(false), Condvar::new()),
             limit,
         });
         (
@@ -230,6 +280,7 @@ impl Worker {
                 let events = batch.len() as u64;
                 self.record(&mut batch);
                 self.backlog.pending.fetch_sub(events, Ordering::Relaxed);
+                self.backlog.recorded.fetch_add(events, Ordering::Release);
             }
             let now = Instant::now();
             if now >= next_sample {
@@ -243,7 +294,7 @@ impl Worker {
             if stopping {
                 return self.finish();
             }
-            std::thread::sleep(RECORD_INTERVAL);
+            self.backlog.nap(RECORD_INTERVAL);
         }
     }
 

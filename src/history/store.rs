@@ -106,6 +106,8 @@ struct Inner {
     series: Keyspace,
     /// Tasks retained (entries of `timeline`).
     count: AtomicU64,
+    /// The recorder's backlog, once wired: reads wait for it to catch up.
+    backlog: std::sync::OnceLock<Arc<super::Backlog>>,
 }
 
 /// The history database. Cheap to clone.
@@ -171,6 +173,7 @@ impl HistoryStore {
                 workers,
                 series,
                 count: AtomicU64::new(count),
+                backlog: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -187,7 +190,28 @@ impl HistoryStore {
         self.inner.count.load(Ordering::Relaxed)
     }
 
-    /// The record of task `id`.
+    /// Lets reads wait for the recorder that feeds this store
+    /// ([`HistoryStore::read`]). Only the first call takes effect.
+    pub fn attach_backlog(&self, backlog: Arc<super::Backlog>) {
+        let _ = self.inner.backlog.set(backlog);
+    }
+
+    /// The record of task `id` as of now: first waits until the recorder has
+    /// written every event sent before this call (at most
+    /// [`READ_YOUR_WRITES_WAIT`](super::READ_YOUR_WRITES_WAIT)), so a client
+    /// that has its result, or its acknowledgement, finds the task here.
+    ///
+    /// # Errors
+    ///
+    /// Fails on an engine error or an unreadable record.
+    pub async fn read(&self, id: &str) -> Result<Option<TaskRecord>, HistoryError> {
+        if let Some(b) = self.inner.backlog.get() {
+            b.caught_up().await;
+        }
+        self.get(id)
+    }
+
+    /// The record of task `id` as written so far.
     ///
     /// # Errors
     ///

@@ -859,21 +859,23 @@ async fn tasks(
     Ok(Json(v).into_response())
 }
 
-/// Task `id` from the history: 503 when it is disabled, 404 when unknown.
-fn history_record(state: &HttpState, id: &str) -> Result<TaskRecord, ApiError> {
+/// Task `id` from the history, with every step sent so far: 503 when it is
+/// disabled, 404 when unknown.
+async fn history_record(state: &HttpState, id: &str) -> Result<TaskRecord, ApiError> {
     let history = state
         .ctx
         .history
         .as_ref()
         .ok_or_else(ApiError::history_disabled)?;
     history
-        .get(id)
+        .read(id)
+        .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .ok_or_else(|| ApiError::not_found(format!("no task `{id}` in the history")))
 }
 
 async fn task(_: Caller, State(state): State<HttpState>, Path(id): Path<String>) -> ApiResult {
-    let record = history_record(&state, &id)?;
+    let record = history_record(&state, &id).await?;
     Ok(Json(record.to_json()).into_response())
 }
 
@@ -888,11 +890,10 @@ async fn revoke(
             Ok(Json(json!({"id": id, "status": "revoked"})).into_response())
         }
         RevokeOutcome::Finished | RevokeOutcome::Unknown => {
-            let known = state
-                .ctx
-                .history
-                .as_ref()
-                .and_then(|h| h.get(&id).ok().flatten());
+            let known = match &state.ctx.history {
+                Some(h) => h.read(&id).await.ok().flatten(),
+                None => None,
+            };
             Err(match known {
                 Some(r) => ApiError::conflict(format!(
                     "task `{id}` is already {}; only unfinished tasks can be revoked",
@@ -909,7 +910,7 @@ async fn retry(
     State(state): State<HttpState>,
     Path(id): Path<String>,
 ) -> ApiResult {
-    let record = history_record(&state, &id)?;
+    let record = history_record(&state, &id).await?;
     let status = record.summary.status;
     let unfinished = state.ctx.engine.is_unfinished(&id);
     let retryable = matches!(

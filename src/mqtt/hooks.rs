@@ -153,7 +153,7 @@ impl Live {
             .await;
         if outcome == RevokeOutcome::Unknown
             && let Some(h) = &self.history
-            && let Ok(Some(record)) = h.get(&id)
+            && let Ok(Some(record)) = h.read(&id).await
             && !matches!(
                 record.summary.status,
                 TaskState::Queued | TaskState::Scheduled | TaskState::Running
@@ -183,7 +183,7 @@ impl Live {
             (Some(_), None) => {
                 json!({"id": id, "status": "unknown", "error": "the task history is disabled on this broker"})
             }
-            (Some(id), Some(h)) => match h.get(id) {
+            (Some(id), Some(h)) => match h.read(id).await {
                 Ok(Some(record)) => record.to_json(),
                 Ok(None) => {
                     json!({"id": id, "status": "unknown", "error": format!("no task `{id}` in the history")})

@@ -118,3 +118,71 @@ async fn a_greedy_worker_gets_at_most_max_capacity() {
     }
     assert_eq!(broker.engine.queues()[0].waiting, 12);
 }
+
+#[tokio::test]
+async fn a_result_is_found_by_id_the_moment_its_requester_has_it_and_a_task_once_acknowledged() {
+    let broker = TestBroker::start().await;
+    let (_w, _) = spawn_worker(
+        &broker.url(),
+        "ryw-worker",
+        "ryw",
+        4,
+        "echo",
+        |t| async move { Ok(json!(t.id)) },
+    );
+    wait_consumers(&broker, "ryw", 1).await;
+    let client = swarmq_worker::Client::connect(&broker.url()).await.unwrap();
+    let mut fetcher = V5Peer::connect(broker.mqtt, "ryw-fetch").await;
+    fetcher.subscribe("replies/ryw").await;
+    let http = reqwest::Client::new();
+    for i in 0..50 {
+        let id = format!("ryw-{i}");
+        let req = swarmq_worker::wire::TaskRequest {
+            id: Some(id.clone()),
+            task: Some("echo".into()),
+            ..Default::default()
+        };
+        let result = within("result", client.call("ryw", req, WAIT))
+            .await
+            .unwrap();
+        assert_eq!(result.status.as_str(), "success");
+        // No wait of any kind between the result and the fetches.
+        let body: serde_json::Value = http
+            .get(broker.http_url(&format!("/api/v1/tasks/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (body["id"].as_str(), body["status"].as_str()),
+            (Some(id.as_str()), Some("success")),
+            "HTTP, task {i}"
+        );
+        fetcher
+            .publish_acked(
+                "swarmq/history/get",
+                json!({"id": id}).to_string(),
+                reply_props("replies/ryw", &id),
+            )
+            .await;
+        let answer = json(&fetcher.next_publish().await);
+        assert_eq!(answer["status"], "success", "MQTT, task {i}: {answer}");
+    }
+    // A task acknowledged with no worker for its queue is found at once too.
+    let mut requester = V5Peer::connect(broker.mqtt, "ryw-submit").await;
+    for i in 0..20 {
+        let id = format!("parked-{i}");
+        let reason = requester
+            .publish_acked(
+                "tasks/parked",
+                json!({"id": id}).to_string(),
+                PublishProperties::default(),
+            )
+            .await;
+        assert_eq!(reason, PubAckReason::Success);
+        let (status, body) = broker.http_get(&format!("/api/v1/tasks/{id}")).await;
+        assert_eq!(status, 200, "{id}: {body}");
+    }
+}
