@@ -69,7 +69,9 @@ pub use clock::{Clock, SystemClock, now_us};
 pub use config::{EngineConfig, QueueLimits, RateLimit, RetryPolicy};
 pub use effects::{Effect, MemoryOutbox, Outbox};
 pub use events::{EventObserver, TaskEvent};
-pub use request::{MAX_TASK_ID_LEN, Submission, is_valid_reply_topic, parse_rfc3339_us};
+pub use request::{
+    MAX_TASK_ID_LEN, Submission, is_sys_topic, is_valid_reply_topic, parse_rfc3339_us,
+};
 pub use schedules::{
     ScheduleError, ScheduleRecord, ScheduleSource, ScheduleSpec, ScheduleView, When, firing_id,
 };

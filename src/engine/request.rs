@@ -337,10 +337,15 @@ fn str_field(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, Str
 }
 
 /// A reply topic must be a topic name a client may publish to: non-empty,
-/// no wildcards, no NUL, and not a `$` topic (`$SYS/…` is the broker's own,
-/// and nobody may make the broker publish there).
+/// no wildcards, no NUL, and not under `$SYS` (the broker's own: nobody may
+/// make the broker publish there).
 pub fn is_valid_reply_topic(t: &str) -> bool {
-    !t.is_empty() && t.len() <= 65_535 && !t.contains(['+', '#', '\0']) && !t.starts_with('$')
+    !t.is_empty() && t.len() <= 65_535 && !t.contains(['+', '#', '\0']) && !is_sys_topic(t)
+}
+
+/// Whether `t` is `$SYS` or below it: the broker's topics, closed to clients.
+pub fn is_sys_topic(t: &str) -> bool {
+    t == "$SYS" || t.starts_with("$SYS/")
 }
 
 fn json_type(v: &Value) -> &'static str {

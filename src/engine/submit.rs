@@ -56,7 +56,7 @@ impl Engine {
             // Nothing can be answered there: the refusal goes back on the
             // PUBACK only (MQTT 5 has a Response Topic, so it has reason codes).
             let msg = format!(
-                "Response Topic `{t}` is not a topic name a client may publish to (no wildcards, no NUL, no $ topics)"
+                "Response Topic `{t}` is not a topic name a client may publish to (no wildcards, no NUL, nothing under $SYS)"
             );
             return self.reject(&sub, RejectReason::InvalidPayload, msg, None, None);
         }

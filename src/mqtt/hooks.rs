@@ -10,6 +10,8 @@
 //! | `MessagePublishCheckAcl` | `swarmq/results/<queue>` | worker reply; consumed |
 //! | `MessagePublishCheckAcl` | `swarmq/history/get` | answer from the history; consumed |
 //! | `MessagePublishCheckAcl` | `swarmq/revoke` | revoke; the outcome to the reply topic; consumed |
+//! | `MessagePublishCheckAcl` | a name with `+`, `#` or NUL | malformed: the connection is closed |
+//! | `MessagePublishCheckAcl` | `$SYS/…` | refused (0x87) |
 //! | `SessionSubscribed` | `$share/<g>/<filter>` matching a task topic | worker joins |
 //! | `SessionUnsubscribed` | same | worker leaves that queue |
 //! | `ClientConnected` | restored task subscriptions | worker joins |
@@ -104,6 +106,30 @@ impl Live {
         publish: &rmqtt::types::Publish,
     ) -> Option<HookResult> {
         let topic: &str = &publish.topic;
+        if topic.contains(['+', '#', '\0']) {
+            // A topic name with a wildcard or NUL is a malformed PUBLISH
+            // (MQTT 3.1.1 4.7.1, 5.0 4.7.3): close the connection, no PUBACK.
+            tracing::warn!(client_id = %session.id.client_id, topic, "PUBLISH to a topic name with a wildcard or NUL; closing the connection");
+            return Some(HookResult::PublishAclResult(PublishAclResult(
+                PublishResult::reason_code(
+                    PublishAckReason::TopicNameInvalid,
+                    Some("a topic name must not contain + # or NUL".into()),
+                    true,
+                ),
+            )));
+        }
+        if crate::engine::is_sys_topic(topic) {
+            // `$SYS/…` is the broker's; its own messages do not pass
+            // through this hook. Other `$` topics stay open, as in mosquitto.
+            tracing::warn!(client_id = %session.id.client_id, topic, "PUBLISH to $SYS refused");
+            return Some(HookResult::PublishAclResult(PublishAclResult(
+                PublishResult::reason_code(
+                    PublishAckReason::NotAuthorized,
+                    Some("$SYS topics are the broker's own".into()),
+                    false,
+                ),
+            )));
+        }
         if let Some(queue) = topic.strip_prefix(TASKS_PREFIX) {
             return Some(self.on_task(queue, publish).await);
         }

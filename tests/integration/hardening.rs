@@ -6,7 +6,7 @@ use serde_json::json;
 use crate::support::*;
 
 #[tokio::test]
-async fn reply_topics_with_wildcards_or_dollar_are_refused_and_nothing_is_published_there() {
+async fn reply_topics_with_wildcards_or_under_sys_are_refused_and_nothing_is_published_there() {
     let broker = TestBroker::start().await;
     let mut spy = V5Peer::connect(broker.mqtt, "sys-spy").await;
     spy.subscribe("$SYS/#").await;
@@ -185,4 +185,72 @@ async fn a_result_is_found_by_id_the_moment_its_requester_has_it_and_a_task_once
         let (status, body) = broker.http_get(&format!("/api/v1/tasks/{id}")).await;
         assert_eq!(status, 200, "{id}: {body}");
     }
+}
+
+/// A hand-made MQTT 3.1.1 CONNECT and PUBLISH (QoS 1), for topic names a
+/// client library refuses to send.
+async fn raw_publish_v311(addr: std::net::SocketAddr, topic: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let id = b"raw-client";
+    let mut connect = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c];
+    connect.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    connect.extend_from_slice(id);
+    let mut packet = vec![0x10, connect.len() as u8];
+    packet.extend_from_slice(&connect);
+    s.write_all(&packet).await.unwrap();
+    let mut connack = [0u8; 4];
+    within("CONNACK", s.read_exact(&mut connack)).await.unwrap();
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+    let mut body = (topic.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(topic);
+    body.extend_from_slice(&[0x00, 0x01]);
+    body.extend_from_slice(b"{}");
+    let mut publish = vec![0x32, body.len() as u8];
+    publish.extend_from_slice(&body);
+    s.write_all(&publish).await.unwrap();
+    // Whatever the broker sends until it closes the connection.
+    let mut rest = Vec::new();
+    let _ = within("the broker's answer or close", s.read_to_end(&mut rest)).await;
+    rest
+}
+
+#[tokio::test]
+async fn a_publish_to_a_wildcard_or_nul_topic_closes_the_connection_and_sys_topics_are_refused() {
+    let broker = TestBroker::start().await;
+    for topic in [&b"a/+/b"[..], b"a/#", b"tasks/q/+", b"a\0b"] {
+        let answer = raw_publish_v311(broker.mqtt, topic).await;
+        assert!(
+            !answer.starts_with(&[0x40]),
+            "PUBLISH to {:?} was acknowledged: {answer:?}",
+            String::from_utf8_lossy(topic)
+        );
+    }
+    let mut spy = V5Peer::connect(broker.mqtt, "dollar-spy").await;
+    spy.subscribe("$SYS/#").await;
+    spy.subscribe("check/#").await;
+    let mut client = V5Peer::connect(broker.mqtt, "dollar-writer").await;
+    let reason = client
+        .publish_acked("$SYS/broker/uptime", "forged", PublishProperties::default())
+        .await;
+    assert_eq!(reason, PubAckReason::NotAuthorized);
+    assert_eq!(
+        client
+            .publish_acked("check/ok", "ok", PublishProperties::default())
+            .await,
+        PubAckReason::Success
+    );
+    let p = spy.next_publish().await;
+    assert_eq!(
+        topic(&p),
+        "check/ok",
+        "the forged $SYS message was not routed"
+    );
+    // The connection that was refused is still up.
+    assert_eq!(
+        client
+            .publish_acked("check/again", "ok", PublishProperties::default())
+            .await,
+        PubAckReason::Success
+    );
 }
