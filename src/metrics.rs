@@ -2,7 +2,7 @@
 //!
 //! Every metric name lives here as a constant; nothing else spells one. The
 //! counters are plain atomics bumped on the hot path; queue depths and worker
-//! counts are read from the dispatcher when `/metrics` is rendered, so they
+//! counts are read from the engine when `/metrics` is rendered, so they
 //! can never drift from the real state.
 
 use std::fmt::Write as _;

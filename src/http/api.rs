@@ -708,7 +708,7 @@ async fn workers(_: Caller, State(state): State<HttpState>) -> Json<Value> {
         .map(|w| (w.id.clone(), w))
         .collect();
     let mut known = ctx.activity.workers();
-    // The recorder lags the dispatcher by up to one interval: a worker that
+    // The recorder lags the engine by up to one interval: a worker that
     // just joined is shown from the live view alone.
     for (id, w) in &live {
         if !known.iter().any(|k| &k.id == id) {

@@ -390,7 +390,7 @@ fn consumed() -> HookResult {
 }
 
 /// Whether a subscription filter can match some `tasks/<queue>` topic: its
-/// first level is `tasks`, `+` or `#`. The dispatcher matches the filter
+/// first level is `tasks`, `+` or `#`. The engine matches the filter
 /// against each queue's topic; this only skips filters that never could.
 fn could_select_tasks(filter: &str) -> bool {
     matches!(filter.split('/').next(), Some("tasks" | "+" | "#"))

@@ -1,7 +1,7 @@
 //! The shared-subscription policy: which member of a `$share/<group>/…` group
 //! gets a message.
 //!
-//! Task topics (`tasks/<queue>`) are not routed by rmqtt at all: the dispatcher
+//! Task topics (`tasks/<queue>`) are not routed by rmqtt at all: the engine
 //! delivers each task to the worker it picked, by client id, so this policy
 //! chooses nobody for them. Every other topic is shared round-robin among the
 //! group's online members, as an ordinary broker would.

@@ -4,7 +4,7 @@
 //! system before it returns (`PersistMode::Buffer`), so a task whose `put`
 //! returned survives `kill -9` of the broker; `SyncMode::Fsync` also flushes it
 //! to the disk, for power loss. That is one write syscall of a few
-//! microseconds without fsync, which is why the dispatcher may call it on the
+//! microseconds without fsync, which is why the engine may call it on the
 //! publish path.
 //!
 //! [`FjallStore::remove`] only appends to the journal's in-process buffer; the
