@@ -149,6 +149,9 @@ pub struct MqttSettings {
     pub message_expiry_interval_secs: u64,
     /// TCP_NODELAY on accepted sockets.
     pub tcp_nodelay: bool,
+    /// A connection that has not completed its CONNECT (and TLS handshake)
+    /// within this time is closed, in milliseconds.
+    pub connect_timeout_ms: u64,
     /// Address of the TLS listener, served when a certificate is configured.
     pub tls_listen: SocketAddr,
     /// PEM certificate chain of the TLS listener (server certificate first).
@@ -384,6 +387,9 @@ impl Settings {
                 return invalid("mqtt.tls_cert_file", "is required with mqtt.tls_key_file");
             }
             _ => {}
+        }
+        if self.mqtt.connect_timeout_ms < 100 {
+            return invalid("mqtt.connect_timeout_ms", "must be at least 100");
         }
         if self.mqtt.max_packet_size_bytes < 1024 {
             return invalid("mqtt.max_packet_size_bytes", "must be at least 1024");

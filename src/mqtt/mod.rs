@@ -276,6 +276,7 @@ fn listener_builder(mqtt: &MqttSettings, name: &str, addr: SocketAddr) -> Builde
         .name(name)
         .laddr(addr)
         .nodelay(mqtt.tcp_nodelay)
+        .handshake_timeout(Duration::from_millis(mqtt.connect_timeout_ms))
         .reuseaddr(Some(true))
         .allow_anonymous(mqtt.allow_anonymous)
         .max_packet_size(mqtt.max_packet_size_bytes)

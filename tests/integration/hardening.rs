@@ -254,3 +254,30 @@ async fn a_publish_to_a_wildcard_or_nul_topic_closes_the_connection_and_sys_topi
         PubAckReason::Success
     );
 }
+
+#[tokio::test]
+async fn a_socket_that_never_sends_connect_is_closed_after_the_connect_timeout() {
+    use tokio::io::AsyncReadExt;
+    let broker = TestBroker::start_with(&[("mqtt.connect_timeout_ms", "300")]).await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(tokio::net::TcpStream::connect(broker.mqtt).await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    for s in &mut idle {
+        let mut buf = [0u8; 16];
+        // Closed by the broker: a read returns 0 bytes (or an error).
+        let n = within("the broker closes an idle socket", s.read(&mut buf))
+            .await
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    println!("20 idle sockets closed after {:?}", started.elapsed());
+    // The broker still serves.
+    let mut peer = V5Peer::connect(broker.mqtt, "after-idle").await;
+    assert_eq!(
+        peer.publish_acked("check/x", "x", PublishProperties::default())
+            .await,
+        PubAckReason::Success
+    );
+}
