@@ -4,7 +4,7 @@
 //! The engine pushes every effect of an operation into the outbox itself,
 //! in the order it decided them, before it releases its lock; no caller
 //! receives effects to pass on, so none can forget to. The broker adapter
-//! implements the port (`crate::mqtt`).
+//! implements the port; the engine knows only this trait.
 
 use bytes::Bytes;
 

@@ -121,19 +121,7 @@ impl TaskContext {
                 return;
             }
         };
-        let payload = WorkerReply::Progress(value)
-            .to_json(Some(&self.id))
-            .to_string();
-        if let Err(e) = client
-            .publish_with_properties(
-                topic.to_string(),
-                QoS::AtMostOnce,
-                false,
-                payload,
-                correlation(&self.id),
-            )
-            .await
-        {
+        if let Err(e) = answer(client, topic, &self.id, &WorkerReply::Progress(value)).await {
             tracing::warn!(task_id = %self.id, error = %e, "cannot send progress");
         }
     }
@@ -642,24 +630,33 @@ impl Worker {
                     }
                 }
             };
-            let payload = reply.to_json(Some(&id)).to_string();
-            // QoS 0: a reply lost with its connection needs no resend, because
-            // the broker hands the tasks of a disconnected worker to another.
-            if let Err(e) = client
-                .publish_with_properties(
-                    topic.to_string(),
-                    QoS::AtMostOnce,
-                    false,
-                    payload,
-                    correlation(&id),
-                )
-                .await
-            {
+            if let Err(e) = answer(&client, &topic, &id, &reply).await {
                 tracing::error!(task_id = %id, error = %e, "cannot publish the result; the broker will redeliver the task");
             }
         };
         Some((task_id, reply_to, cancel, Box::pin(fut)))
     }
+}
+
+/// Publishes `reply` for task `task_id` to its reply topic. QoS 0: a reply
+/// lost with its connection needs no resend, because the broker hands the
+/// tasks of a disconnected worker to another.
+async fn answer(
+    client: &AsyncClient,
+    topic: &str,
+    task_id: &str,
+    reply: &WorkerReply,
+) -> Result<(), rumqttc::v5::ClientError> {
+    let payload = reply.to_json(Some(task_id)).to_string();
+    client
+        .publish_with_properties(
+            topic.to_string(),
+            QoS::AtMostOnce,
+            false,
+            payload,
+            correlation(task_id),
+        )
+        .await
 }
 
 fn correlation(task_id: &str) -> PublishProperties {
