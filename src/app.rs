@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::Access;
 use crate::engine::{
     Engine, EngineConfig, EngineError, EngineParts, QueueLimits, RetryPolicy, StoreError,
     SystemClock, now_us,
@@ -41,6 +42,9 @@ pub enum AppError {
     /// Stored tasks could not be recovered.
     #[error(transparent)]
     Recover(#[from] EngineError),
+    /// The identities or access rules are not valid.
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
     /// The task history could not be opened.
     #[error("cannot open the task history in `{dir}`")]
     History {
@@ -102,6 +106,14 @@ impl App {
             })?;
         let metrics = Arc::new(Metrics::default());
         let auth = Arc::new(Auth::new(&settings.auth)?);
+        let access = Access::new(&settings.auth, settings.data_dir())?;
+        if access.is_open() {
+            tracing::warn!(
+                "development profile: no identity exists, so any MQTT client may connect and use every topic (`swarmq identity add` creates one)"
+            );
+        } else if access.anonymous_allowed() {
+            tracing::warn!("auth.allow_anonymous = true: clients without a username may connect");
+        }
         if auth.is_open() {
             tracing::warn!(
                 "no [[auth.users]] configured: the dashboard and API are open to anyone who reaches the HTTP port"
@@ -174,10 +186,12 @@ impl App {
             &settings.tasks,
             engine.clone(),
             history.clone(),
+            access.clone(),
             effects,
         )
         .await?;
         let http_context = HttpContext {
+            access,
             engine: engine.clone(),
             history,
             activity,

@@ -4,6 +4,7 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`access`] | identities, credentials, ACL rules and role templates, limits |
 //! | [`app`] | building every part from [`Settings`] and running them until shutdown |
 //! | [`settings`] | the configuration tree, its layers and validation |
 //! | [`mqtt`] | the embedded rmqtt broker and its hooks (the only module naming rmqtt) |
@@ -35,6 +36,7 @@
 //!  reply topic ◀── result ◀── Engine ◀── swarmq/results/q ◀── worker
 //! ```
 
+pub mod access;
 pub mod app;
 pub mod engine;
 pub mod history;

@@ -38,8 +38,71 @@ enum Command {
         http: String,
     },
     /// Read a password from stdin (one line) and print its argon2 hash, for
-    /// `password_hash` of an [[auth.users]] entry.
+    /// `password_hash` of an [[auth.users]] or [[auth.identities]] entry.
     HashPassword,
+    /// Manage identities: who may connect, and what each may do.
+    #[command(subcommand)]
+    Identity(IdentityCommand),
+}
+
+#[derive(Subcommand)]
+enum IdentityCommand {
+    /// Create an identity; its new token is the last line of standard output.
+    Add {
+        /// Name: the MQTT username, and the client id or its prefix (`NAME:…`).
+        name: String,
+        /// device, worker, app or admin.
+        #[arg(long)]
+        role: String,
+        /// A queue it may use (a name or `prefix*`); repeat for more; default all.
+        #[arg(long = "queue", value_name = "Q")]
+        queues: Vec<String>,
+        /// Also give it a password, read from standard input (one line): for
+        /// people logging into the dashboard.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Most connections at once.
+        #[arg(long, value_name = "N")]
+        max_connections: Option<u32>,
+        /// Most messages it may publish per second.
+        #[arg(long, value_name = "N")]
+        publish_rate: Option<f64>,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// List every identity (declared in the configuration or in the data directory).
+    List {
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Revoke an identity: it can no longer connect, its connections are closed.
+    Revoke {
+        /// Its name.
+        name: String,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Give an identity a new token (printed last); the old one stops working.
+    Rotate {
+        /// Its name.
+        name: String,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Print a new token and, on the line before it, its hash, for
+    /// `token_hash` of an [[auth.identities]] entry.
+    HashToken,
+}
+
+/// Where the identities are: the data directory, given or from a configuration.
+#[derive(clap::Args)]
+struct Place {
+    /// The broker's data directory (store.data_dir).
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    data_dir: Option<PathBuf>,
+    /// The broker's configuration file, for its data directory and declared identities.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -68,7 +131,154 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Healthcheck { http } => healthcheck(&http),
         Command::HashPassword => hash_password(),
+        Command::Identity(cmd) => identity(cmd),
     }
+}
+
+fn identity(cmd: IdentityCommand) -> ExitCode {
+    match run_identity(cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("swarmq: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// The settings an identity command works with.
+fn place_settings(place: Place) -> anyhow::Result<Settings> {
+    let mut sources = Sources::from_process_env();
+    sources.file = place.config;
+    if let Some(dir) = place.data_dir {
+        sources
+            .overrides
+            .push(("store.data_dir".into(), dir.display().to_string()));
+    }
+    Ok(Settings::load(&sources)?)
+}
+
+fn run_identity(cmd: IdentityCommand) -> anyhow::Result<()> {
+    use swarmq::access::registry::NewIdentity;
+    use swarmq::access::{Access, IdentityFile, IdentityRole, Origin};
+    let now_us = swarmq::engine::now_us();
+    let declared =
+        |settings: &Settings, name: &str| settings.auth.identities.iter().any(|i| i.name == name);
+    match cmd {
+        IdentityCommand::Add {
+            name,
+            role,
+            queues,
+            password_stdin,
+            max_connections,
+            publish_rate,
+            place,
+        } => {
+            let settings = place_settings(place)?;
+            let role = IdentityRole::parse(&role).ok_or_else(|| {
+                anyhow::anyhow!("unknown role `{role}`: device, worker, app or admin")
+            })?;
+            if declared(&settings, &name) {
+                anyhow::bail!("identity `{name}` is declared in the configuration");
+            }
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                Some(line.trim_end_matches(['\r', '\n']).to_string())
+            } else {
+                None
+            };
+            let file = IdentityFile::in_dir(settings.data_dir());
+            let token = file.add(
+                NewIdentity {
+                    name: name.clone(),
+                    role,
+                    queues: queues.clone(),
+                    password,
+                    max_connections,
+                    publish_rate,
+                },
+                now_us,
+            )?;
+            let queues = if queues.is_empty() {
+                "all queues".to_string()
+            } else {
+                format!("queues {}", queues.join(", "))
+            };
+            println!(
+                "added `{name}` ({}, {queues}) to {}",
+                role.as_str(),
+                file.path().display()
+            );
+            println!("its token, shown only now (the broker keeps a hash):");
+            println!("{token}");
+        }
+        IdentityCommand::List { place } => {
+            let settings = place_settings(place)?;
+            let access = Access::new(&settings.auth, settings.data_dir())?;
+            let directory = access.directory();
+            println!(
+                "{:<24} {:<7} {:<9} {:<8} {:<20} queues",
+                "name", "role", "origin", "status", "created"
+            );
+            for i in directory.all() {
+                let created = if i.created_at_us == 0 {
+                    "-".to_string()
+                } else {
+                    chrono::DateTime::from_timestamp_micros(
+                        i64::try_from(i.created_at_us).unwrap_or(i64::MAX),
+                    )
+                    .map_or_else(
+                        || "-".to_string(),
+                        |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                    )
+                };
+                println!(
+                    "{:<24} {:<7} {:<9} {:<8} {:<20} {}",
+                    i.name,
+                    i.role.as_str(),
+                    match i.origin {
+                        Origin::Config => "config",
+                        Origin::Registry => "data-dir",
+                    },
+                    if i.is_revoked() { "revoked" } else { "active" },
+                    created,
+                    if i.queues.is_empty() {
+                        "*".to_string()
+                    } else {
+                        i.queues.join(",")
+                    }
+                );
+            }
+        }
+        IdentityCommand::Revoke { name, place } => {
+            let settings = place_settings(place)?;
+            if declared(&settings, &name) {
+                anyhow::bail!(
+                    "identity `{name}` is declared in the configuration: remove it there"
+                );
+            }
+            IdentityFile::in_dir(settings.data_dir()).revoke(&name, now_us)?;
+            println!("revoked `{name}`; a running broker closes its connections within a second");
+        }
+        IdentityCommand::Rotate { name, place } => {
+            let settings = place_settings(place)?;
+            if declared(&settings, &name) {
+                anyhow::bail!(
+                    "identity `{name}` is declared in the configuration: change its token there"
+                );
+            }
+            let token = IdentityFile::in_dir(settings.data_dir()).rotate(&name)?;
+            println!("new token for `{name}`, shown only now; the old one no longer works:");
+            println!("{token}");
+        }
+        IdentityCommand::HashToken => {
+            let token = swarmq::access::identity::new_token()?;
+            let hash = swarmq::access::TokenHash::new(&token)?;
+            println!("{}", hash.as_str());
+            println!("{token}");
+        }
+    }
+    Ok(())
 }
 
 fn hash_password() -> ExitCode {

@@ -81,16 +81,22 @@ pub enum RejectReason {
     QueueFull,
     /// The broker is shutting down.
     ShuttingDown,
+    /// The reply topic is one the requester may not publish to.
+    ReplyTopicDenied,
+    /// The requester's identity is over its `publish_rate`.
+    RateLimited,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 6] = [
+    const ALL: [RejectReason; 8] = [
         RejectReason::InvalidPayload,
         RejectReason::PayloadTooLarge,
         RejectReason::InvalidQueue,
         RejectReason::UnknownQueue,
         RejectReason::QueueFull,
         RejectReason::ShuttingDown,
+        RejectReason::ReplyTopicDenied,
+        RejectReason::RateLimited,
     ];
 
     /// The label value.
@@ -102,6 +108,8 @@ impl RejectReason {
             RejectReason::UnknownQueue => "unknown_queue",
             RejectReason::QueueFull => "queue_full",
             RejectReason::ShuttingDown => "shutting_down",
+            RejectReason::ReplyTopicDenied => "reply_topic_denied",
+            RejectReason::RateLimited => "rate_limited",
         }
     }
 }
@@ -124,7 +132,7 @@ const LATENCY_BUCKETS_S: [f64; 14] = [
 pub struct Metrics {
     submitted: AtomicU64,
     finished: [AtomicU64; 5],
-    rejected: [AtomicU64; 6],
+    rejected: [AtomicU64; 8],
     redelivered: AtomicU64,
     retried: AtomicU64,
     duplicate: AtomicU64,

@@ -92,10 +92,20 @@ pub struct HistorySettings {
     pub series_retention_secs: u64,
 }
 
-/// `[auth]`: who may use the dashboard and the API.
+/// `[auth]`: identities, access rules, and dashboard and API users.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
+    /// Let clients without a username connect; unset, they may while no
+    /// identity exists (the development profile).
+    #[serde(default)]
+    pub allow_anonymous: Option<bool>,
+    /// Identities declared here rather than with `swarmq identity`.
+    #[serde(default)]
+    pub identities: Vec<IdentitySettings>,
+    /// Access rules, checked before the role templates.
+    #[serde(default)]
+    pub acl: Vec<AclSettings>,
     /// Users; none means open access (the development profile).
     #[serde(default)]
     pub users: Vec<UserSettings>,
@@ -103,6 +113,52 @@ pub struct AuthSettings {
     pub session_ttl_secs: u64,
     /// Mark the session cookie `Secure` (set when served behind HTTPS).
     pub cookie_secure: bool,
+}
+
+/// `[[auth.identities]]`: an identity declared in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySettings {
+    /// Name: the MQTT username and client id prefix.
+    pub name: String,
+    /// `device`, `worker`, `app` or `admin`.
+    pub role: String,
+    /// Queues it may use (names or `prefix*`); empty means all.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// Hash of its token, from `swarmq identity hash-token`.
+    #[serde(default)]
+    pub token_hash: Option<String>,
+    /// A file holding its token (a Docker secret), hashed at start.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// argon2id PHC string of its password, from `swarmq hash-password`.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// Most connections at once.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Most messages published per second.
+    #[serde(default)]
+    pub publish_rate: Option<f64>,
+}
+
+/// `[[auth.acl]]`: one access rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclSettings {
+    /// `allow` or `deny`.
+    pub permission: String,
+    /// `publish`, `subscribe` or `all`.
+    pub action: String,
+    /// A topic filter; `%u` is the identity's name, `%c` the client id.
+    pub topic: String,
+    /// Applies to this identity only.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// Applies to this role only.
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 /// `[[auth.users]]`: one dashboard/API user.
@@ -133,8 +189,6 @@ pub enum Role {
 pub struct MqttSettings {
     /// Listener address.
     pub listen: SocketAddr,
-    /// Let clients without a username connect.
-    pub allow_anonymous: bool,
     /// Largest MQTT packet accepted.
     pub max_packet_size_bytes: u32,
     /// In-flight window per client, and the announced Receive Maximum.
@@ -577,7 +631,7 @@ mod tests {
         assert_eq!(s.http.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(s.store.data_dir, PathBuf::from("./data"));
         assert_eq!(s.tasks.default_capacity, 1);
-        assert!(s.mqtt.allow_anonymous);
+        assert_eq!(s.auth.allow_anonymous, None);
         assert!(s.queues.is_empty());
     }
 

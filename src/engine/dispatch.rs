@@ -89,7 +89,17 @@ impl Engine {
     ///
     /// `correlation_data` is the MQTT 5 Correlation Data of the answer; a
     /// 3.1.1 worker puts the task id in the JSON's `id` field instead.
-    pub fn answer(&self, worker: &str, correlation_data: Option<&[u8]>, payload: &[u8]) {
+    /// `holder_check`, when given, decides whether `worker` may answer for
+    /// the task's current lease holder (`None`: the task is not leased); an
+    /// answer it refuses changes nothing and is reported as
+    /// [`Answered::NotHolder`].
+    pub fn answer(
+        &self,
+        worker: &str,
+        holder_check: Option<HolderCheck<'_>>,
+        correlation_data: Option<&[u8]>,
+        payload: &[u8],
+    ) -> Answered {
         let metrics = &self.inner.metrics;
         let json: Option<Value> = serde_json::from_slice(payload).ok();
         let task_id = correlation_data
@@ -106,7 +116,7 @@ impl Engine {
                 worker,
                 "worker reply without a task id (no Correlation Data, no `id` field)"
             );
-            return;
+            return Answered::Ignored;
         };
         let reply = match json {
             Some(v) => WorkerReply::from_json(v),
@@ -128,15 +138,32 @@ impl Engine {
                 task_id,
                 "answer for a task that is not unfinished; ignored"
             );
-            return;
+            return Answered::Ignored;
         };
+        if let Some(check) = holder_check {
+            let holder = st.tasks.get(&key).and_then(|e| match &e.stage {
+                Stage::Leased(l) => Some(l.worker.as_str()),
+                _ => None,
+            });
+            if !(check.0)(holder) {
+                metrics.reply_ignored();
+                tracing::warn!(
+                    worker,
+                    task_id,
+                    holder,
+                    "answer from a client that does not hold the task; dropped"
+                );
+                return Answered::NotHolder(task_id);
+            }
+        }
         let mut fx = Vec::new();
         if let WorkerReply::Progress(progress) = reply {
             self.progress(&mut st, key, progress, &mut fx);
-            return self.commit(st, fx);
+            self.commit(st, fx);
+            return Answered::Taken;
         }
         let Some(queue_name) = st.tasks.get(&key).map(|e| e.task.queue.clone()) else {
-            return;
+            return Answered::Ignored;
         };
         // Free the slot of whoever holds the lease now (the answering worker,
         // or another one the task went to after this one's lease ran out).
@@ -191,6 +218,7 @@ impl Engine {
             self.pump(&mut st, &q, &mut fx);
         }
         self.commit(st, fx);
+        Answered::Taken
     }
 
     /// A progress report: renews the lease, tells observers, and forwards
@@ -555,6 +583,29 @@ impl Engine {
     }
 }
 
+/// Decides whether an answering client may answer for a lease holder (its
+/// client id, or `None` when the task is not leased); the access layer's
+/// answer, borrowed for one call.
+#[derive(Clone, Copy)]
+pub struct HolderCheck<'a>(pub &'a (dyn Fn(Option<&str>) -> bool + Sync));
+
+impl std::fmt::Debug for HolderCheck<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HolderCheck")
+    }
+}
+
+/// What became of a worker's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answered {
+    /// Recorded (a result, an error or a progress report).
+    Taken,
+    /// Matched no unfinished task, or carried no task id.
+    Ignored,
+    /// From a client that does not hold the task (its id): dropped.
+    NotHolder(String),
+}
+
 pub(super) fn deliver_message(task: &StoredTask, worker: &str, attempt: u32) -> Effect {
     let reply_to = wire::results_topic(&task.queue);
     let msg = TaskMessage {
@@ -565,7 +616,12 @@ pub(super) fn deliver_message(task: &StoredTask, worker: &str, attempt: u32) -> 
         reply_to: reply_to.clone(),
         queue: task.queue.clone(),
         attempt,
+        requester: task.requester.clone(),
     };
+    let mut user_properties = task.user_properties.clone();
+    if let Some(r) = &task.requester {
+        user_properties.push((REQUESTER_PROPERTY.to_string(), r.clone()));
+    }
     Effect::Deliver {
         worker: worker.to_string(),
         queue: task.queue.clone(),
@@ -573,9 +629,12 @@ pub(super) fn deliver_message(task: &StoredTask, worker: &str, attempt: u32) -> 
         reply_to,
         // Serialising these plain types cannot fail.
         payload: Bytes::from(serde_json::to_vec(&msg).unwrap_or_default()),
-        user_properties: task.user_properties.clone(),
+        user_properties,
     }
 }
+
+/// MQTT 5 user property naming the task's requester on a delivery.
+pub const REQUESTER_PROPERTY: &str = "swarmq-requester";
 
 /// The notice that tells a worker to stop running task `id`.
 pub(super) fn cancel_message(worker: &str, id: &str) -> Effect {

@@ -67,10 +67,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use actions::{ActionError, RevokeOutcome};
 pub use clock::{Clock, SystemClock, now_us};
 pub use config::{EngineConfig, QueueLimits, RateLimit, RetryPolicy};
+pub use dispatch::{Answered, HolderCheck, REQUESTER_PROPERTY};
 pub use effects::{Effect, MemoryOutbox, Outbox};
 pub use events::{EventObserver, TaskEvent};
 pub use request::{
-    MAX_TASK_ID_LEN, Submission, is_sys_topic, is_valid_reply_topic, parse_rfc3339_us,
+    MAX_TASK_ID_LEN, ReplyCheck, Submission, is_sys_topic, is_valid_reply_topic, parse_rfc3339_us,
 };
 pub use schedules::{
     ScheduleError, ScheduleRecord, ScheduleSource, ScheduleSpec, ScheduleView, When, firing_id,

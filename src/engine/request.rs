@@ -14,6 +14,17 @@ pub const MAX_TASK_ID_LEN: usize = 256;
 /// Longest `countdown`, in seconds (one year).
 pub(super) const MAX_COUNTDOWN_SECS: f64 = 31_536_000.0;
 
+/// Decides whether the requester may have results published to a topic;
+/// the access layer's answer, borrowed for one submission.
+#[derive(Clone, Copy)]
+pub struct ReplyCheck<'a>(pub &'a (dyn Fn(&str) -> bool + Sync));
+
+impl std::fmt::Debug for ReplyCheck<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplyCheck")
+    }
+}
+
 /// A task published to `tasks/<queue>`, as the broker adapter saw it.
 #[derive(Debug, Clone, Default)]
 pub struct Submission<'a> {
@@ -29,6 +40,18 @@ pub struct Submission<'a> {
     pub user_properties: Vec<(String, String)>,
     /// MQTT 5 Message Expiry Interval, in seconds.
     pub message_expiry_secs: Option<u32>,
+    /// The identity submitting it, as authenticated.
+    pub requester: Option<String>,
+    /// Whether the requester may be answered on a reply topic; none lets
+    /// every valid topic through (the development profile).
+    pub reply_check: Option<ReplyCheck<'a>>,
+}
+
+impl Submission<'_> {
+    /// True when results may go to `topic` for this requester.
+    pub fn may_reply_to(&self, topic: &str) -> bool {
+        self.reply_check.is_none_or(|check| (check.0)(topic))
+    }
 }
 
 /// When a task may first be delivered.

@@ -97,6 +97,15 @@ impl Engine {
             }
             (None, json) => json,
         };
+        if let Some(r) = &reply
+            && !sub.may_reply_to(&r.topic)
+        {
+            let msg = format!(
+                "reply_topic_denied: the requester may not publish to `{}`, so no result can go there",
+                r.topic
+            );
+            return self.reject(&sub, RejectReason::ReplyTopicDenied, msg, None, parsed.id);
+        }
 
         let mut st = self.lock();
         let now = self.now_us();
@@ -187,6 +196,7 @@ impl Engine {
             progress: parsed.progress,
             attempts: 0,
             last_error: None,
+            requester: sub.requester,
         };
         let queue = task.queue.clone();
         if let Err(e) = self.admit(&mut st, key, task) {
@@ -238,6 +248,8 @@ impl Engine {
         id: Option<String>,
     ) -> SubmitOutcome {
         tracing::warn!(queue = sub.queue, reason = reason.as_str(), error = %message, "task rejected");
+        // Never answer where the requester could not publish itself.
+        let reply = reply.filter(|r| sub.may_reply_to(&r.topic));
         let now = self.now_us();
         // A refused task with an id is kept in the history, so whoever
         // looks it up learns why (the history never overwrites a real

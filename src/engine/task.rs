@@ -88,6 +88,9 @@ pub struct StoredTask {
     /// The error of the last attempt, when it asked for a retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The identity that submitted it (none in the development profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
 }
 
 fn is_zero(n: &u8) -> bool {
@@ -113,6 +116,7 @@ impl StoredTask {
             progress: false,
             attempts: 0,
             last_error: None,
+            requester: None,
         }
     }
 }

@@ -151,8 +151,12 @@ fn replies(fx: &[Effect]) -> Vec<Value> {
 }
 
 fn answer(r: &Rig, worker: &str, id: &str, body: Value) {
-    r.engine
-        .answer(worker, Some(id.as_bytes()), body.to_string().as_bytes());
+    r.engine.answer(
+        worker,
+        None,
+        Some(id.as_bytes()),
+        body.to_string().as_bytes(),
+    );
 }
 
 #[test]

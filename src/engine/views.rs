@@ -36,6 +36,20 @@ pub struct WorkerSnapshot {
 }
 
 impl Engine {
+    /// The requester of unfinished task `id`: `None` when the engine does
+    /// not hold the task, `Some(None)` when it has no requester identity.
+    pub fn requester_of(&self, id: &str) -> Option<Option<String>> {
+        let st = self.lock();
+        if let Some(e) = st.ids.get(id).and_then(|k| st.tasks.get(k)) {
+            return Some(e.task.requester.clone());
+        }
+        let key = self.cold_key(&st, id)?;
+        match self.inner.store.get(key) {
+            Ok(Some(task)) => Some(task.requester),
+            _ => None,
+        }
+    }
+
     /// Tasks delivered and not yet answered, over all queues.
     pub fn in_flight(&self) -> usize {
         self.lock().queues.values().map(|q| q.in_flight()).sum()

@@ -127,6 +127,9 @@ pub struct TaskSummary {
     /// Final at.
     #[serde(default)]
     pub finished_at_us: Option<u64>,
+    /// The identity that submitted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
 }
 
 /// Everything the history keeps of one task.
@@ -194,6 +197,7 @@ impl TaskRecord {
                 submitted_at_us: task.submitted_at_us,
                 started_at_us: None,
                 finished_at_us: None,
+                requester: task.requester,
             },
             args: task.args,
             kwargs: task.kwargs,
@@ -229,6 +233,7 @@ impl TaskRecord {
                 submitted_at_us: at_us,
                 started_at_us: None,
                 finished_at_us: Some(at_us),
+                requester: None,
             },
             args: Vec::new(),
             kwargs: Map::new(),

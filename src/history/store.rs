@@ -59,6 +59,8 @@ pub struct TaskFilter {
     pub task: Option<String>,
     /// Worker client id.
     pub worker: Option<String>,
+    /// The submitting identity.
+    pub requester: Option<String>,
     /// Status.
     pub status: Option<TaskState>,
     /// Submitted at or after (microseconds since the epoch).
@@ -79,6 +81,10 @@ impl TaskFilter {
                 .worker
                 .as_ref()
                 .is_none_or(|w| s.worker.as_ref() == Some(w))
+            && self
+                .requester
+                .as_ref()
+                .is_none_or(|r| s.requester.as_ref() == Some(r))
             && self.status.is_none_or(|st| st == s.status)
             && self.since_us.is_none_or(|t| s.submitted_at_us >= t)
             && self.until_us.is_none_or(|t| s.submitted_at_us <= t)

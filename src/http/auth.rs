@@ -220,6 +220,9 @@ mod tests {
 
     fn auth() -> Auth {
         Auth::new(&AuthSettings {
+            allow_anonymous: None,
+            identities: vec![],
+            acl: vec![],
             users: vec![
                 UserSettings {
                     name: "ada".into(),
@@ -263,6 +266,9 @@ mod tests {
     #[test]
     fn a_bad_hash_is_refused_at_start() {
         let e = Auth::new(&AuthSettings {
+            allow_anonymous: None,
+            identities: vec![],
+            acl: vec![],
             users: vec![UserSettings {
                 name: "x".into(),
                 role: Role::Admin,

@@ -31,6 +31,8 @@ pub use auth::{Auth, AuthError, hash_password};
 /// What the HTTP handlers share.
 #[derive(Clone)]
 pub struct HttpContext {
+    /// Identities and access decisions.
+    pub access: crate::access::Access,
     /// The task engine.
     pub engine: Engine,
     /// Task history, when enabled.

@@ -4,8 +4,13 @@
 //! so each handler here does a short, non-blocking engine call; the engine
 //! sends what follows through its outbox itself.
 //!
+//! Access comes first: [`Guard`] authenticates each connection and decides
+//! every publish and subscribe before anything else looks at it.
+//!
 //! | event | topic / condition | action |
 //! |---|---|---|
+//! | `ClientAuthenticate` | any | the identity's credentials and client id |
+//! | `ClientSubscribeCheckAcl` | any | rules and role (0x87 / 0x80 when denied) |
 //! | `MessagePublishCheckAcl` | `tasks/<queue>` | submit; PUBACK follows only once stored |
 //! | `MessagePublishCheckAcl` | `swarmq/results/<queue>` | worker reply; consumed |
 //! | `MessagePublishCheckAcl` | `swarmq/history/get` | answer from the history; consumed |
@@ -28,9 +33,14 @@ use rmqtt::types::{ConnectInfo, PublishAclResult, PublishResult};
 use serde_json::{Value, json};
 use swarmq_worker::wire::{HISTORY_GET_TOPIC, RESULTS_PREFIX, REVOKE_TOPIC, TASKS_PREFIX};
 
+use std::sync::Arc;
+
+use super::guard::{Caller, Guard};
 use super::{DISPATCHER_CLIENT_ID, Publisher};
+use crate::access::{IdentityRole, identity_of_client};
 use crate::engine::{
-    ConnectionId, Effect, Engine, RevokeOutcome, Submission, SubmitOutcome, WeakEngine,
+    Answered, ConnectionId, Effect, Engine, HolderCheck, ReplyCheck, RevokeOutcome, Submission,
+    SubmitOutcome, WeakEngine,
 };
 use crate::history::{HistoryStore, TaskState, WeakHistoryStore};
 use crate::metrics::RejectReason;
@@ -45,6 +55,7 @@ const SPEC_DEFAULT_RECEIVE_MAXIMUM: u16 = 65_535;
 /// the app that owns them is dropped.
 #[derive(Clone)]
 pub(super) struct TaskHooks {
+    guard: Arc<Guard>,
     max_capacity: u32,
     engine: WeakEngine,
     history: Option<WeakHistoryStore>,
@@ -54,6 +65,7 @@ pub(super) struct TaskHooks {
 
 /// The handler's state for one hook call, with strong references.
 struct Live {
+    guard: Arc<Guard>,
     max_capacity: u32,
     engine: Engine,
     history: Option<HistoryStore>,
@@ -62,7 +74,9 @@ struct Live {
 }
 
 impl TaskHooks {
-    pub(super) const TYPES: [Type; 6] = [
+    pub(super) const TYPES: [Type; 8] = [
+        Type::ClientAuthenticate,
+        Type::ClientSubscribeCheckAcl,
         Type::MessagePublishCheckAcl,
         Type::SessionSubscribed,
         Type::SessionUnsubscribed,
@@ -72,6 +86,7 @@ impl TaskHooks {
     ];
 
     pub(super) fn new(
+        guard: Arc<Guard>,
         engine: Engine,
         history: Option<HistoryStore>,
         publisher: Publisher,
@@ -79,6 +94,7 @@ impl TaskHooks {
         max_capacity: u32,
     ) -> Self {
         TaskHooks {
+            guard,
             max_capacity,
             engine: engine.downgrade(),
             history: history.as_ref().map(HistoryStore::downgrade),
@@ -90,6 +106,7 @@ impl TaskHooks {
     /// Strong references for one call; `None` once the app is gone.
     fn live(&self) -> Option<Live> {
         Some(Live {
+            guard: self.guard.clone(),
             engine: self.engine.upgrade()?,
             history: self.history.as_ref().and_then(WeakHistoryStore::upgrade),
             publisher: self.publisher.clone(),
@@ -130,39 +147,101 @@ impl Live {
                 ),
             )));
         }
+        let caller = self.guard.caller(session);
+        if let Some(denied) = self.guard.check_publish(&caller, session, topic) {
+            return Some(denied);
+        }
         if let Some(queue) = topic.strip_prefix(TASKS_PREFIX) {
-            return Some(self.on_task(queue, publish).await);
+            return Some(self.on_task(queue, publish, &caller, session).await);
         }
         if topic.starts_with(RESULTS_PREFIX) {
-            let correlation = publish
-                .properties
-                .as_ref()
-                .and_then(|p| p.correlation_data.as_deref());
-            self.publisher
-                .inline(|| {
-                    self.engine
-                        .answer(&session.id.client_id, correlation, &publish.payload)
-                })
-                .await;
+            self.on_answer(publish, &caller, session).await;
             return Some(consumed());
         }
         if topic == HISTORY_GET_TOPIC {
-            self.on_history_get(publish).await;
+            self.on_history_get(publish, &caller, session).await;
             return Some(consumed());
         }
         if topic == REVOKE_TOPIC {
-            self.on_revoke(publish).await;
+            self.on_revoke(publish, &caller, session).await;
             return Some(consumed());
         }
         None
+    }
+
+    /// A worker's answer or progress report. Outside the development
+    /// profile only the lease holder's connections (its client id, or
+    /// another client id of the same identity, such as a shell worker's
+    /// `mosquitto_pub`) may answer; anyone else's answer is dropped.
+    async fn on_answer(&self, publish: &rmqtt::types::Publish, caller: &Caller, session: &Session) {
+        let correlation = publish
+            .properties
+            .as_ref()
+            .and_then(|p| p.correlation_data.as_deref());
+        let me: &str = &session.id.client_id;
+        let my_name = caller.name();
+        let holds = |holder: Option<&str>| {
+            holder.is_some_and(|h| h == me || my_name.is_some_and(|n| identity_of_client(h) == n))
+        };
+        let check = (!caller.is_open()).then_some(HolderCheck(&holds));
+        let answered = self
+            .publisher
+            .inline(|| self.engine.answer(me, check, correlation, &publish.payload))
+            .await;
+        if let Answered::NotHolder(task_id) = answered {
+            self.guard.refused(
+                caller,
+                session,
+                "answer",
+                Some(&publish.topic),
+                format!("task `{task_id}` is not held by `{me}`"),
+            );
+        }
+    }
+
+    /// Reads a request to the broker's own topics, dropping a reply topic
+    /// the caller could not publish to.
+    fn request(
+        &self,
+        publish: &rmqtt::types::Publish,
+        caller: &Caller,
+        session: &Session,
+    ) -> Request {
+        let mut request = Request::read(publish);
+        if let Some(t) = &request.topic
+            && !self.guard.may_reply_to(caller, &session.id.client_id, t)
+        {
+            self.guard.refused(
+                caller,
+                session,
+                "reply_topic",
+                Some(t),
+                format!("reply_topic_denied: answers may not go to `{t}`"),
+            );
+            request.topic = None;
+        }
+        request
+    }
+
+    /// Whether `caller` may see or revoke a task its `requester` submitted:
+    /// devices and workers their own only, apps and admins any.
+    fn may_touch(&self, caller: &Caller, requester: Option<&str>) -> bool {
+        match caller {
+            Caller::Open | Caller::Anonymous => true,
+            Caller::Gone(_) => false,
+            Caller::Known(i) => {
+                matches!(i.role, IdentityRole::App | IdentityRole::Admin)
+                    || requester == Some(i.name.as_str())
+            }
+        }
     }
 
     /// Revokes the task a `{"id": …}` request names and answers the outcome
     /// on the request's reply topic, if it gave one: `revoked`, `finished`
     /// (already final; the engine's memory or the history knows it) or
     /// `unknown`.
-    async fn on_revoke(&self, publish: &rmqtt::types::Publish) {
-        let request = Request::read(publish);
+    async fn on_revoke(&self, publish: &rmqtt::types::Publish, caller: &Caller, session: &Session) {
+        let request = self.request(publish, caller, session);
         let Some(id) = request.field("id") else {
             tracing::warn!("revoke request without a string `id`; ignored");
             request
@@ -173,6 +252,34 @@ impl Live {
                 .await;
             return;
         };
+        if !caller.is_open() {
+            let requester = match self.engine.requester_of(&id) {
+                Some(r) => Some(r),
+                None => match &self.history {
+                    Some(h) => h
+                        .read(&id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|r| r.summary.requester),
+                    None => None,
+                },
+            };
+            if let Some(requester) = requester
+                && !self.may_touch(caller, requester.as_deref())
+            {
+                let reason = format!("task `{id}` was not submitted by this identity");
+                self.guard
+                    .refused(caller, session, "revoke", None, reason.clone());
+                request
+                    .answer(
+                        &self.publisher,
+                        json!({"id": id, "status": "denied", "error": reason}),
+                    )
+                    .await;
+                return;
+            }
+        }
         let mut outcome = self
             .publisher
             .inline(|| self.engine.revoke(&id, "revoked by request"))
@@ -199,8 +306,13 @@ impl Live {
     /// Answers a history fetch on the requester's reply topic: the task's
     /// record as `GET /api/v1/tasks/{id}` gives it, or a `status` of
     /// `unknown` (no such task) or `invalid_request` (a malformed request).
-    async fn on_history_get(&self, publish: &rmqtt::types::Publish) {
-        let request = Request::read(publish);
+    async fn on_history_get(
+        &self,
+        publish: &rmqtt::types::Publish,
+        caller: &Caller,
+        session: &Session,
+    ) {
+        let request = self.request(publish, caller, session);
         let id = request.field("id");
         let answer = match (&id, &self.history) {
             (None, _) => {
@@ -210,6 +322,14 @@ impl Live {
                 json!({"id": id, "status": "unknown", "error": "the task history is disabled on this broker"})
             }
             (Some(id), Some(h)) => match h.read(id).await {
+                Ok(Some(record))
+                    if !self.may_touch(caller, record.summary.requester.as_deref()) =>
+                {
+                    let reason = format!("task `{id}` was not submitted by this identity");
+                    self.guard
+                        .refused(caller, session, "fetch", None, reason.clone());
+                    json!({"id": id, "status": "denied", "error": reason})
+                }
                 Ok(Some(record)) => record.to_json(),
                 Ok(None) => {
                     json!({"id": id, "status": "unknown", "error": format!("no task `{id}` in the history")})
@@ -222,8 +342,16 @@ impl Live {
         request.answer(&self.publisher, answer).await;
     }
 
-    async fn on_task(&self, queue: &str, publish: &rmqtt::types::Publish) -> HookResult {
+    async fn on_task(
+        &self,
+        queue: &str,
+        publish: &rmqtt::types::Publish,
+        caller: &Caller,
+        session: &Session,
+    ) -> HookResult {
         let props = publish.properties.as_ref();
+        let client_id: &str = &session.id.client_id;
+        let may_reply = |topic: &str| self.guard.may_reply_to(caller, client_id, topic);
         let submission = Submission {
             queue,
             payload: &publish.payload,
@@ -242,6 +370,8 @@ impl Live {
             message_expiry_secs: props
                 .and_then(|p| p.message_expiry_interval)
                 .map(|n| n.get()),
+            requester: caller.name().map(str::to_string),
+            reply_check: (!caller.is_open()).then_some(ReplyCheck(&may_reply)),
         };
         let acl = match self
             .publisher
@@ -252,6 +382,15 @@ impl Live {
             // the shared-subscription policy keeps it from worker groups.
             SubmitOutcome::Accepted | SubmitOutcome::Duplicate => PublishAclResult::allow(),
             SubmitOutcome::Rejected { reason, message } => {
+                if reason == RejectReason::ReplyTopicDenied {
+                    self.guard.refused(
+                        caller,
+                        session,
+                        "reply_topic",
+                        Some(&publish.topic),
+                        message.clone(),
+                    );
+                }
                 let code = match reason {
                     RejectReason::InvalidPayload | RejectReason::PayloadTooLarge => {
                         PublishAckReason::PayloadFormatInvalid
@@ -259,7 +398,10 @@ impl Live {
                     RejectReason::InvalidQueue | RejectReason::UnknownQueue => {
                         PublishAckReason::TopicNameInvalid
                     }
-                    RejectReason::QueueFull => PublishAckReason::QuotaExceeded,
+                    RejectReason::QueueFull | RejectReason::RateLimited => {
+                        PublishAckReason::QuotaExceeded
+                    }
+                    RejectReason::ReplyTopicDenied => PublishAckReason::NotAuthorized,
                     RejectReason::ShuttingDown => PublishAckReason::ImplementationSpecificError,
                 };
                 PublishAclResult(PublishResult::reason_code(
@@ -412,6 +554,20 @@ impl Handler for TaskHooks {
             return (true, acc);
         };
         match param {
+            Parameter::ClientAuthenticate(info) => {
+                (false, Some(live.guard.authenticate(info).await))
+            }
+            Parameter::ClientSubscribeCheckAcl(session, sub) => {
+                let caller = live.guard.caller(session);
+                let group = sub.opts.shared_group().map(|g| g.as_ref() as &str);
+                match live
+                    .guard
+                    .check_subscribe(&caller, session, &sub.topic_filter, group)
+                {
+                    Some(denied) => (false, Some(denied)),
+                    None => (true, acc),
+                }
+            }
             Parameter::MessagePublishCheckAcl(session, publish) => {
                 match live.on_publish(session, publish).await {
                     // Our verdict is final for task and result topics.
@@ -436,10 +592,12 @@ impl Handler for TaskHooks {
                 (true, acc)
             }
             Parameter::ClientConnected(session) => {
+                live.guard.connected(session);
                 live.on_connected(session).await;
                 (true, acc)
             }
             Parameter::ClientDisconnected(session, _reason) => {
+                live.guard.disconnected(session);
                 live.engine.metrics().connections_add(-1);
                 live.publisher
                     .inline(|| {

@@ -15,12 +15,14 @@
 //! rmqtt has no shutdown API: [`EmbeddedBroker::run`] drops the server future
 //! when its token is cancelled, which closes the listener and every connection.
 
+mod guard;
 mod hooks;
 mod shared;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmqtt::codec::types::{Publish as CodecPublish, QoS};
@@ -33,6 +35,7 @@ use rmqtt::types::{From, Id, Publish};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Access;
 use crate::engine::{Effect, Engine, Outbox};
 use crate::history::HistoryStore;
 use crate::settings::{MqttSettings, TaskSettings};
@@ -123,6 +126,7 @@ pub fn outbox() -> (BrokerOutbox, EffectQueue) {
 
 /// The embedded broker, bound and ready to run.
 pub struct EmbeddedBroker {
+    guard: Arc<guard::Guard>,
     scx: ServerContext,
     listener: Listener,
     local_addr: SocketAddr,
@@ -152,6 +156,7 @@ impl EmbeddedBroker {
         tasks: &TaskSettings,
         engine: Engine,
         history: Option<HistoryStore>,
+        access: Access,
         effects: EffectQueue,
     ) -> Result<EmbeddedBroker, BrokerError> {
         let scx = ServerContext::new()
@@ -187,7 +192,9 @@ impl EmbeddedBroker {
                 None,
             )),
         };
+        let guard = Arc::new(guard::Guard::new(access));
         let handler = hooks::TaskHooks::new(
+            guard.clone(),
             engine,
             history,
             publisher.clone(),
@@ -218,6 +225,7 @@ impl EmbeddedBroker {
             None => None,
         };
         Ok(EmbeddedBroker {
+            guard,
             scx,
             listener,
             local_addr,
@@ -245,6 +253,7 @@ impl EmbeddedBroker {
             server = server.listener_by_id(listener, TLS_LISTENER_ID);
         }
         let server = server.build();
+        let watch = tokio::spawn(self.guard.watch(self.scx.clone(), token.child_token()));
         let publisher = self.publisher;
         let mut effects = self.effects.rx;
         let publish = async {
@@ -265,6 +274,7 @@ impl EmbeddedBroker {
                 tracing::info!("MQTT broker stopping");
             }
         }
+        watch.abort();
     }
 }
 
@@ -278,7 +288,8 @@ fn listener_builder(mqtt: &MqttSettings, name: &str, addr: SocketAddr) -> Builde
         .nodelay(mqtt.tcp_nodelay)
         .handshake_timeout(Duration::from_millis(mqtt.connect_timeout_ms))
         .reuseaddr(Some(true))
-        .allow_anonymous(mqtt.allow_anonymous)
+        // The access hook decides every connection, anonymous ones included.
+        .allow_anonymous(false)
         .max_packet_size(mqtt.max_packet_size_bytes)
         .max_inflight(max_inflight)
         .max_mqueue_len(mqtt.max_mqueue_len)

@@ -148,6 +148,9 @@ pub struct TaskMessage {
     /// 1 for the first delivery, more when the task is retried or redelivered.
     #[serde(default = "one")]
     pub attempt: u32,
+    /// The identity that submitted the task, when the broker knows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
 }
 
 fn one() -> u32 {
