@@ -51,6 +51,24 @@ pub const HISTORY_BACKLOG: &str = "swarmq_history_backlog";
 /// Task events dropped because the history fell too far behind.
 pub const HISTORY_DROPPED: &str = "swarmq_history_events_dropped_total";
 
+/// Publishes, subscriptions and other requests refused by the access layer, by action.
+pub const ACL_DENIED: &str = "swarmq_acl_denied_total";
+/// Connections refused for their credentials or client id.
+pub const AUTH_FAILURES: &str = "swarmq_auth_failures_total";
+
+/// What the access layer refused, for rendering.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DenialCounts {
+    /// Publishes refused.
+    pub publish: u64,
+    /// Subscriptions refused.
+    pub subscribe: u64,
+    /// Answers, reply topics, fetches, revokes and rate limits refused.
+    pub other: u64,
+    /// Connections refused.
+    pub auth_failures: u64,
+}
+
 /// Per-queue and per-worker figures kept by the history recorder, for rendering.
 #[derive(Debug, Clone, Default)]
 pub struct ActivityView {
@@ -248,6 +266,28 @@ impl Metrics {
             .iter()
             .map(|a| a.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Renders the access layer's refusals.
+    pub fn render_denials(out: &mut String, d: DenialCounts) {
+        counter(
+            out,
+            ACL_DENIED,
+            "Requests refused by the access rules, by action.",
+        );
+        for (action, n) in [
+            ("publish", d.publish),
+            ("subscribe", d.subscribe),
+            ("other", d.other),
+        ] {
+            let _ = writeln!(out, "{ACL_DENIED}{{action=\"{action}\"}} {n}");
+        }
+        counter(
+            out,
+            AUTH_FAILURES,
+            "Connections refused for their credentials or client id.",
+        );
+        let _ = writeln!(out, "{AUTH_FAILURES} {}", d.auth_failures);
     }
 
     /// Renders the recorder's per-queue and per-worker figures, after [`Metrics::render`].

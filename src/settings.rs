@@ -214,6 +214,13 @@ pub struct MqttSettings {
     /// PEM private key of the TLS listener.
     #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates that sign client certificates; a verified
+    /// certificate's subject CN names the identity.
+    #[serde(default)]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Refuse TLS clients without a certificate signed by `tls_client_ca_file`.
+    #[serde(default)]
+    pub tls_require_client_cert: bool,
 }
 
 impl MqttSettings {
@@ -484,6 +491,12 @@ impl Settings {
         }
         if self.history.max_tasks == 0 {
             return invalid("history.max_tasks", "must be at least 1");
+        }
+        if self.mqtt.tls_require_client_cert && self.mqtt.tls_client_ca_file.is_none() {
+            return invalid(
+                "mqtt.tls_require_client_cert",
+                "needs mqtt.tls_client_ca_file, the CA that signs client certificates",
+            );
         }
         if self.auth.session_ttl_secs < 60 {
             return invalid("auth.session_ttl_secs", "must be at least 60");

@@ -162,6 +162,7 @@ struct Inner {
     failures: limits::FailureTracker,
     buckets: DashMap<String, limits::RateBucket>,
     connections: DashMap<String, u32>,
+    last_seen: DashMap<String, u64>,
     denials: Mutex<VecDeque<Denial>>,
     counters: Counters,
     password_checks: tokio::sync::Semaphore,
@@ -221,6 +222,7 @@ impl Access {
                 failures: limits::FailureTracker::default(),
                 buckets: DashMap::new(),
                 connections: DashMap::new(),
+                last_seen: DashMap::new(),
                 denials: Mutex::new(VecDeque::new()),
                 counters: Counters::default(),
                 password_checks: tokio::sync::Semaphore::new(CONCURRENT_PASSWORD_CHECKS),
@@ -435,10 +437,21 @@ impl Access {
     /// Notes that a connection of `name` opened.
     pub fn connection_opened(&self, name: &str) {
         *self.inner.connections.entry(name.to_string()).or_insert(0) += 1;
+        self.inner
+            .last_seen
+            .insert(name.to_string(), crate::engine::now_us());
+    }
+
+    /// When `name` last connected or disconnected, since this broker started.
+    pub fn last_seen_us(&self, name: &str) -> Option<u64> {
+        self.inner.last_seen.get(name).map(|t| *t)
     }
 
     /// Notes that a connection of `name` closed.
     pub fn connection_closed(&self, name: &str) {
+        self.inner
+            .last_seen
+            .insert(name.to_string(), crate::engine::now_us());
         if let Some(mut n) = self.inner.connections.get_mut(name) {
             *n = n.saturating_sub(1);
         }

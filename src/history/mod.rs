@@ -294,6 +294,7 @@ impl TaskRecord {
             "task": s.task,
             "status": s.status,
             "worker": s.worker,
+            "requester": s.requester,
             "attempts": s.attempts,
             "submitted_at_us": s.submitted_at_us,
             "started_at_us": s.started_at_us,

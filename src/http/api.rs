@@ -44,7 +44,7 @@ pub(super) const MAX_PAGE: usize = 1000;
 /// Every route of [`router`], as `(method, path)`; a test compares it with
 /// `openapi.json`. Add a route in both places.
 #[cfg(test)]
-const ROUTES: [(&str, &str); 23] = [
+const ROUTES: [(&str, &str); 28] = [
     ("get", "/openapi.json"),
     ("post", "/login"),
     ("post", "/logout"),
@@ -68,6 +68,11 @@ const ROUTES: [(&str, &str); 23] = [
     ("get", "/tasks/{id}"),
     ("post", "/tasks/{id}/revoke"),
     ("post", "/tasks/{id}/retry"),
+    ("get", "/identities"),
+    ("post", "/identities"),
+    ("post", "/identities/{name}/rotate"),
+    ("post", "/identities/{name}/revoke"),
+    ("get", "/access/denials"),
 ];
 
 pub(super) fn router() -> Router<HttpState> {
@@ -96,6 +101,13 @@ pub(super) fn router() -> Router<HttpState> {
         .route("/tasks/{id}", get(task))
         .route("/tasks/{id}/revoke", post(revoke))
         .route("/tasks/{id}/retry", post(retry))
+        .route(
+            "/identities",
+            get(super::identities::list).post(super::identities::add),
+        )
+        .route("/identities/{name}/rotate", post(super::identities::rotate))
+        .route("/identities/{name}/revoke", post(super::identities::revoke))
+        .route("/access/denials", get(super::identities::denials))
         .fallback(|| async { ApiError::not_found("no such API route") })
 }
 
@@ -116,19 +128,19 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> ApiError {
+    pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
-    fn not_found(message: impl Into<String>) -> ApiError {
+    pub(super) fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    fn conflict(message: impl Into<String>) -> ApiError {
+    pub(super) fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict", message)
     }
 
-    fn internal(message: impl Into<String>) -> ApiError {
+    pub(super) fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
@@ -167,7 +179,7 @@ impl From<ActionError> for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(super) type ApiResult = Result<Response, ApiError>;
 
 fn session_token(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers.get(header::AUTHORIZATION)
@@ -210,7 +222,7 @@ impl FromRequestParts<HttpState> for Caller {
 }
 
 /// A caller with the admin role.
-struct Admin(Caller);
+pub(super) struct Admin(pub(super) Caller);
 
 impl FromRequestParts<HttpState> for Admin {
     type Rejection = ApiError;

@@ -8,6 +8,7 @@
 
 mod api;
 pub mod auth;
+mod identities;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use crate::history::{Activity, Backlog, HistoryStore};
-use crate::metrics::{ActivityView, Metrics};
+use crate::metrics::{ActivityView, DenialCounts, Metrics};
 use crate::settings::Settings;
 pub use auth::{Auth, AuthError, hash_password};
 
@@ -172,6 +173,16 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         history_dropped: ctx.history_backlog.dropped(),
     };
     Metrics::render_activity(&mut body, &view);
+    let f = ctx.access.figures();
+    Metrics::render_denials(
+        &mut body,
+        DenialCounts {
+            publish: f.denied_publish,
+            subscribe: f.denied_subscribe,
+            other: f.denied_other,
+            auth_failures: f.auth_failures,
+        },
+    );
     (
         [(
             header::CONTENT_TYPE,

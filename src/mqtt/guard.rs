@@ -13,13 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
-use rmqtt::codec::v5::{PublishAckReason, SubscribeAckReason};
+use rmqtt::codec::v3::ConnectAckReason as ConnectAckReasonV3;
+use rmqtt::codec::v5::{
+    ConnectAckReason as ConnectAckReasonV5, PublishAckReason, SubscribeAckReason,
+};
 use rmqtt::context::ServerContext;
 use rmqtt::hook::HookResult;
 use rmqtt::session::Session;
 use rmqtt::types::{
-    AuthResult, ConnectInfo, Id, Message, PublishAclResult, PublishResult, Reason,
-    SubscribeAclResult,
+    AuthResult, ConnectAckReason, ConnectInfo, Id, Message, PublishAclResult, PublishResult,
+    Reason, SubscribeAclResult,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -96,13 +99,26 @@ impl Guard {
             addr: id.remote_addr.map(|a| a.ip()),
             certificate_name,
         };
+        let v5 = matches!(info, ConnectInfo::V5(..));
+        let refused = |v5_code, v3_code| {
+            AuthResult::Refused(if v5 {
+                ConnectAckReason::V5(v5_code)
+            } else {
+                ConnectAckReason::V3(v3_code)
+            })
+        };
         let result = match self.access.authenticate(login).await {
             Ok(_) => AuthResult::Allow(false, None),
             Err((Refusal::BadCredentials, _)) => AuthResult::BadUsernameOrPassword,
-            Err((
-                Refusal::NotAuthorized | Refusal::ClientIdNotValid | Refusal::QuotaExceeded,
-                _,
-            )) => AuthResult::NotAuthorized,
+            Err((Refusal::NotAuthorized, _)) => AuthResult::NotAuthorized,
+            Err((Refusal::ClientIdNotValid, _)) => refused(
+                ConnectAckReasonV5::ClientIdentifierNotValid,
+                ConnectAckReasonV3::IdentifierRejected,
+            ),
+            Err((Refusal::QuotaExceeded, _)) => refused(
+                ConnectAckReasonV5::QuotaExceeded,
+                ConnectAckReasonV3::NotAuthorized,
+            ),
         };
         HookResult::AuthResult(result)
     }
@@ -248,12 +264,23 @@ impl Guard {
         );
     }
 
-    pub(super) fn connected(&self, session: &Session) {
+    pub(super) async fn connected(&self, session: &Session) {
         let identity = session
             .id
             .username
             .as_deref()
             .and_then(|n| self.access.identity(n));
+        if let Some(i) = &identity
+            && let Ok(info) = session.connect_info().await
+            && let ConnectInfo::V5(_, connect) = info.as_ref()
+            && connect.request_response_info
+        {
+            // MQTT 5 Response Information: where this identity's replies live.
+            session.extra_attrs.write().await.insert(
+                rmqtt::v5::RESPONSE_INFORMATION_ATTR.into(),
+                format!("replies/{}/", i.name),
+            );
+        }
         if let Some(i) = &identity {
             self.access.connection_opened(&i.name);
         }

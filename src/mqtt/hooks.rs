@@ -592,7 +592,7 @@ impl Handler for TaskHooks {
                 (true, acc)
             }
             Parameter::ClientConnected(session) => {
-                live.guard.connected(session);
+                live.guard.connected(session).await;
                 live.on_connected(session).await;
                 (true, acc)
             }

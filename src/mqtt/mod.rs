@@ -211,9 +211,18 @@ impl EmbeddedBroker {
         let local_addr = bound_addr(&listener, mqtt.listen)?;
         let tls = match mqtt.tls() {
             Some((cert, key)) => {
-                let builder = listener_builder(mqtt, "mqtts", mqtt.tls_listen)
+                let mut builder = listener_builder(mqtt, "mqtts", mqtt.tls_listen)
                     .tls_cert(Some(cert.display().to_string()))
                     .tls_key(Some(key.display().to_string()));
+                if let Some(ca) = &mqtt.tls_client_ca_file {
+                    // A verified certificate's CN becomes the username and is
+                    // handed to the access hook, which takes it as proof.
+                    builder = builder
+                        .tls_client_ca_certs(Some(ca.display().to_string()))
+                        .tls_cross_certificate(mqtt.tls_require_client_cert)
+                        .cert_cn_as_username(true)
+                        .collect_cert_info(true);
+                }
                 let listener = bind(builder)?.tls().map_err(|e| BrokerError::Tls {
                     cert: cert.display().to_string(),
                     key: key.display().to_string(),

@@ -13,6 +13,16 @@ pub(crate) struct TlsFiles {
 
 /// Writes `ca.pem`, `server.pem` and `server.key` into `dir`.
 pub(crate) fn make_certs(dir: &Path) -> TlsFiles {
+    make_certs_with_clients(dir, &[]).0
+}
+
+/// As [`make_certs`], and a client certificate signed by the same CA for
+/// each name (as its subject CN): `client-<name>.pem` and `.key`.
+#[allow(dead_code)]
+pub(crate) fn make_certs_with_clients(
+    dir: &Path,
+    names: &[&str],
+) -> (TlsFiles, Vec<(PathBuf, PathBuf)>) {
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
         KeyUsagePurpose,
@@ -42,5 +52,19 @@ pub(crate) fn make_certs(dir: &Path) -> TlsFiles {
     std::fs::write(&files.ca, ca.pem()).expect("write CA");
     std::fs::write(&files.cert, cert.pem()).expect("write certificate");
     std::fs::write(&files.key, key.serialize_pem()).expect("write key");
-    files
+    let mut clients = Vec::new();
+    for name in names {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        params.distinguished_name.push(DnType::CommonName, *name);
+        let key = KeyPair::generate().expect("client key");
+        let cert = params.signed_by(&key, &ca).expect("client certificate");
+        let (c, k) = (
+            dir.join(format!("client-{name}.pem")),
+            dir.join(format!("client-{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).expect("write client certificate");
+        std::fs::write(&k, key.serialize_pem()).expect("write client key");
+        clients.push((c, k));
+    }
+    (files, clients)
 }

@@ -4,6 +4,7 @@
 //! real MQTT clients (rumqttc, the SDK, mosquitto_pub/sub, Python paho-mqtt),
 //! and the real binary where a process must die.
 
+mod access;
 mod api;
 mod broker;
 mod certs;

@@ -43,14 +43,42 @@ struct BrokerArgs {
     /// only; the system's trusted roots without it).
     #[arg(long, env = "SWARMQ_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// Identity name, when the broker requires one.
+    #[arg(long, env = "SWARMQ_USERNAME")]
+    username: Option<String>,
+    /// The identity's token or password.
+    #[arg(long, env = "SWARMQ_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// PEM client certificate (mqtts:// brokers that authenticate by certificate).
+    #[arg(long, env = "SWARMQ_CERT_FILE", requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, env = "SWARMQ_KEY_FILE", requires = "cert_file")]
+    key_file: Option<PathBuf>,
+}
+
+/// What both SDK builders take from [`BrokerArgs`].
+macro_rules! connect_with {
+    ($builder:expr, $args:expr) => {{
+        let mut b = $builder;
+        if let Some(ca) = &$args.ca_file {
+            b = b.ca_file(ca);
+        }
+        match (&$args.username, &$args.password) {
+            (Some(u), Some(p)) => b = b.credentials(u, p),
+            (Some(u), None) => b = b.username(u),
+            _ => {}
+        }
+        if let (Some(c), Some(k)) = (&$args.cert_file, &$args.key_file) {
+            b = b.client_cert(c, k);
+        }
+        b
+    }};
 }
 
 impl BrokerArgs {
     async fn client(&self) -> anyhow::Result<Client> {
-        let mut builder = Client::builder(&self.url);
-        if let Some(ca) = &self.ca_file {
-            builder = builder.ca_file(ca);
-        }
+        let builder = connect_with!(Client::builder(&self.url), self);
         Ok(builder.connect().await?)
     }
 }
@@ -155,9 +183,7 @@ async fn worker(
     if let Some(id) = client_id {
         builder = builder.client_id(id);
     }
-    if let Some(ca) = &broker.ca_file {
-        builder = builder.ca_file(ca);
-    }
+    let builder = connect_with!(builder, broker);
     let worker = builder.build()?;
     let token = CancellationToken::new();
     let stop = token.clone();

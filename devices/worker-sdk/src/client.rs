@@ -24,10 +24,9 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::transport::{Connection, TlsError};
+use crate::transport::{ConnectSettings, Connection, TlsError};
 use crate::url::{BrokerAddr, UrlError};
 use crate::wire::{self, Status, TaskRequest, TaskResult};
-use crate::worker::random_client_id;
 
 /// How long [`ClientBuilder::connect`] waits for the broker by default.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,7 +79,7 @@ pub struct ClientBuilder {
     client_id: Option<String>,
     reply_topic: Option<String>,
     inflight: u16,
-    ca_file: Option<PathBuf>,
+    connect: ConnectSettings,
 }
 
 impl ClientBuilder {
@@ -90,7 +89,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Topic results come back on (default `swarmq/replies/<client id>`).
+    /// Topic results come back on (default `swarmq/replies/<client id>`, or
+    /// `replies/<username>/<client id>` with credentials).
     pub fn reply_topic(mut self, topic: impl Into<String>) -> Self {
         self.reply_topic = Some(topic.into());
         self
@@ -99,7 +99,29 @@ impl ClientBuilder {
     /// PEM file of the CA that signed the broker's certificate, for
     /// `mqtts://` addresses (default: the system's trusted roots).
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.ca_file = Some(path.into());
+        self.connect.ca_file = Some(path.into());
+        self
+    }
+
+    /// Connects as an identity: its name and token (or password). The
+    /// default client id is then `<username>:<random>`, as the broker asks.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.connect.username = Some(username.into());
+        self.connect.password = Some(password.into());
+        self
+    }
+
+    /// Connects as an identity named `username` without a password, proving
+    /// it with a TLS client certificate (see [`Self::client_cert`]).
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.connect.username = Some(username.into());
+        self
+    }
+
+    /// A PEM client certificate and its private key, for `mqtts://` brokers
+    /// that authenticate clients by certificate (its CN names the identity).
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.connect.client_cert = Some((cert.into(), key.into()));
         self
     }
 
@@ -117,11 +139,17 @@ impl ClientBuilder {
     /// [`RequestError::Url`], [`RequestError::Tls`] or [`RequestError::Connect`].
     pub async fn connect(self) -> Result<Client, RequestError> {
         let addr = self.addr?;
-        let connection = Connection::new(&addr, self.ca_file.as_deref())?;
-        let client_id = self.client_id.unwrap_or_else(random_client_id);
+        let connection = Connection::new(&addr, &self.connect)?;
+        let client_id = self
+            .client_id
+            .unwrap_or_else(|| self.connect.default_client_id());
+        // An identity may read only its own `replies/<name>/…`.
         let reply_topic = self
             .reply_topic
-            .unwrap_or_else(|| format!("swarmq/replies/{client_id}"));
+            .unwrap_or_else(|| match &self.connect.username {
+                Some(u) => format!("replies/{u}/{client_id}"),
+                None => format!("swarmq/replies/{client_id}"),
+            });
         let mut opts = MqttOptions::new(&client_id, &addr.host, addr.port);
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_clean_start(false);
@@ -294,7 +322,7 @@ impl Client {
             client_id: None,
             reply_topic: None,
             inflight: 1000,
-            ca_file: None,
+            connect: ConnectSettings::default(),
         }
     }
 

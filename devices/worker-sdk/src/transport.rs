@@ -1,7 +1,7 @@
 //! How a worker or client reaches the broker: plain TCP (`mqtt://`) or TLS
 //! (`mqtts://`, with the `tls` feature), always with TCP_NODELAY.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rumqttc::v5::MqttOptions;
 
@@ -29,32 +29,75 @@ pub enum TlsError {
     NoRoots(String),
 }
 
+/// How a worker or client proves who it is and whom it trusts: what both
+/// builders take.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConnectSettings {
+    /// PEM certificates the broker's chain must lead to.
+    pub(crate) ca_file: Option<PathBuf>,
+    /// PEM client certificate and its key, for brokers that want one.
+    pub(crate) client_cert: Option<(PathBuf, PathBuf)>,
+    /// The identity's name.
+    pub(crate) username: Option<String>,
+    /// Its token or password.
+    pub(crate) password: Option<String>,
+}
+
+impl ConnectSettings {
+    /// A client id for this identity: `<username>:<random>`, or a random one.
+    pub(crate) fn default_client_id(&self) -> String {
+        let random = crate::worker::random_client_id();
+        match &self.username {
+            Some(u) => format!("{u}:{random}"),
+            None => random,
+        }
+    }
+}
+
 /// The connection a worker or client opens: TLS settings are checked (and
 /// the CA file read) when it is built, so a bad file fails at start.
 #[derive(Clone)]
 pub(crate) struct Connection {
     tls: Option<rumqttc::Transport>,
+    credentials: Option<(String, String)>,
 }
 
 impl Connection {
-    /// For `addr`; `ca_file` names the PEM certificates the broker's chain
+    /// For `addr`; the CA file names the PEM certificates the broker's chain
     /// must lead to (without it the system's trusted roots are used).
-    pub(crate) fn new(addr: &BrokerAddr, ca_file: Option<&Path>) -> Result<Connection, TlsError> {
+    pub(crate) fn new(
+        addr: &BrokerAddr,
+        settings: &ConnectSettings,
+    ) -> Result<Connection, TlsError> {
         let tls = if addr.tls {
-            Some(tls::transport(addr, ca_file)?)
+            Some(tls::transport(
+                addr,
+                settings.ca_file.as_deref(),
+                settings
+                    .client_cert
+                    .as_ref()
+                    .map(|(c, k)| (c.as_path(), k.as_path())),
+            )?)
         } else {
             None
         };
-        Ok(Connection { tls })
+        let credentials = settings
+            .username
+            .clone()
+            .map(|u| (u, settings.password.clone().unwrap_or_default()));
+        Ok(Connection { tls, credentials })
     }
 
-    /// Sets TCP_NODELAY, and TLS when asked for, on `opts`.
+    /// Sets TCP_NODELAY, credentials, and TLS when asked for, on `opts`.
     pub(crate) fn configure(&self, opts: &mut MqttOptions) {
         let mut net = rumqttc::NetworkOptions::new();
         net.set_tcp_nodelay(true);
         opts.set_network_options(net);
         if let Some(t) = &self.tls {
             opts.set_transport(t.clone());
+        }
+        if let Some((u, p)) = &self.credentials {
+            opts.set_credentials(u.clone(), p.clone());
         }
     }
 }
@@ -75,6 +118,7 @@ mod tls {
     pub(super) fn transport(
         _addr: &BrokerAddr,
         ca_file: Option<&Path>,
+        client_cert: Option<(&Path, &Path)>,
     ) -> Result<Transport, TlsError> {
         let mut roots = RootCertStore::empty();
         match ca_file {
@@ -107,11 +151,28 @@ mod tls {
         // The provider is named rather than taken from the process default:
         // a program that links both of rustls' providers has no default.
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Setup(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let config = match client_cert {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let bad = |path: &Path, reason: String| TlsError::Ca {
+                    path: path.to_path_buf(),
+                    reason,
+                };
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| bad(cert, e.to_string()))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| bad(cert, e.to_string()))?;
+                let key_der = rustls::pki_types::PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| bad(key, e.to_string()))?;
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| TlsError::Setup(e.to_string()))?
+            }
+        };
         Ok(Transport::tls_with_config(TlsConfiguration::Rustls(
             Arc::new(config),
         )))
@@ -130,6 +191,7 @@ mod tls {
     pub(super) fn transport(
         addr: &BrokerAddr,
         _ca_file: Option<&Path>,
+        _client_cert: Option<(&Path, &Path)>,
     ) -> Result<Transport, TlsError> {
         Err(TlsError::NotBuilt(addr.to_string()))
     }

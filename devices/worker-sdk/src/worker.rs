@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::transport::{Connection, TlsError};
+use crate::transport::{ConnectSettings, Connection, TlsError};
 use crate::url::{BrokerAddr, UrlError};
 use crate::wire::{self, TaskMessage, WorkerReply};
 
@@ -253,7 +253,7 @@ pub struct WorkerBuilder {
     concurrency: u32,
     handlers: HashMap<String, HandlerFn>,
     grace: Duration,
-    ca_file: Option<PathBuf>,
+    connect: ConnectSettings,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -295,7 +295,29 @@ impl WorkerBuilder {
     /// PEM file of the CA that signed the broker's certificate, for
     /// `mqtts://` addresses (default: the system's trusted roots).
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.ca_file = Some(path.into());
+        self.connect.ca_file = Some(path.into());
+        self
+    }
+
+    /// Connects as an identity: its name and token (or password). The
+    /// default client id is then `<username>:<random>`, as the broker asks.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.connect.username = Some(username.into());
+        self.connect.password = Some(password.into());
+        self
+    }
+
+    /// Connects as an identity named `username` without a password, proving
+    /// it with a TLS client certificate (see [`Self::client_cert`]).
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.connect.username = Some(username.into());
+        self
+    }
+
+    /// A PEM client certificate and its private key, for `mqtts://` brokers
+    /// that authenticate clients by certificate (its CN names the identity).
+    pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.connect.client_cert = Some((cert.into(), key.into()));
         self
     }
 
@@ -338,10 +360,12 @@ impl WorkerBuilder {
         if self.concurrency == 0 || self.concurrency >= 65_535 {
             return Err(WorkerError::InvalidConcurrency(self.concurrency));
         }
-        let connection = Connection::new(&addr, self.ca_file.as_deref())?;
+        let connection = Connection::new(&addr, &self.connect)?;
         Ok(Worker {
             addr,
-            client_id: self.client_id.unwrap_or_else(random_client_id),
+            client_id: self
+                .client_id
+                .unwrap_or_else(|| self.connect.default_client_id()),
             group: self.group,
             queues: self.queues,
             concurrency: self.concurrency as u16,
@@ -393,7 +417,7 @@ impl Worker {
             concurrency: 1,
             handlers: HashMap::new(),
             grace: Duration::from_secs(30),
-            ca_file: None,
+            connect: ConnectSettings::default(),
         }
     }
 

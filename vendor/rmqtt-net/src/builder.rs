@@ -567,14 +567,18 @@ impl Builder {
         };
 
         let provider = Arc::new(provider::default_provider());
-        let client_auth = if self.tls_cross_certificate {
+        // swarmq patch: client CA certificates without `tls_cross_certificate` make client
+        // certificates optional (verified when presented) instead of ignored.
+        let optional_client_auth = !self.tls_cross_certificate && self.tls_client_ca_certs.is_some();
+        let client_auth = if self.tls_cross_certificate || optional_client_auth {
             let mut client_auth_roots = RootCertStore::empty();
             for root in client_ca_certs {
                 client_auth_roots.add(root).map_err(|e| anyhow!(e))?;
             }
-            WebPkiClientVerifier::builder_with_provider(client_auth_roots.into(), provider.clone())
-                .build()
-                .map_err(|e| anyhow!(e))?
+            let builder =
+                WebPkiClientVerifier::builder_with_provider(client_auth_roots.into(), provider.clone());
+            let builder = if optional_client_auth { builder.allow_unauthenticated() } else { builder };
+            builder.build().map_err(|e| anyhow!(e))?
         } else {
             WebPkiClientVerifier::no_client_auth()
         };
