@@ -105,8 +105,8 @@ impl App {
                 }
             })?;
         let metrics = Arc::new(Metrics::default());
-        let auth = Arc::new(Auth::new(&settings.auth)?);
         let access = Access::new(&settings.auth, settings.data_dir())?;
+        let auth = Arc::new(Auth::new(&settings.auth, access.clone())?);
         if access.is_open() {
             tracing::warn!(
                 "development profile: no identity exists, so any MQTT client may connect and use every topic (`swarmq identity add` creates one)"

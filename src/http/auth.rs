@@ -7,8 +7,13 @@
 //! ride it) or as `Authorization: Bearer <token>` for scripts. Sessions live
 //! in memory: a broker restart logs everyone out, and nothing secret is on disk.
 //!
-//! With no users configured, everything is open and every caller is an admin
-//! (the development profile); the dashboard says so on every page.
+//! The identities of the access layer log in too: an `admin` identity's
+//! password (or token, as a bearer token) gives the admin role, an `app`
+//! identity's the viewer role; devices and workers have no business here.
+//! `[[auth.users]]` keep working beside them.
+//!
+//! With no users and no identities, everything is open and every caller is
+//! an admin (the development profile); the dashboard says so on every page.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,6 +22,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use dashmap::DashMap;
 
+use crate::access::{Access, Identity, IdentityRole};
 use crate::settings::{AuthSettings, Role};
 
 /// Password checks running at once. argon2 takes ~20 MiB and tens of
@@ -48,6 +54,8 @@ struct Session {
     user: String,
     role: Role,
     expires: Instant,
+    /// Opened with an identity's password: ends when it is revoked.
+    identity: bool,
 }
 
 struct User {
@@ -65,6 +73,7 @@ pub struct Auth {
     /// time as a wrong password and names cannot be probed.
     decoy_hash: String,
     checks: tokio::sync::Semaphore,
+    access: Access,
 }
 
 impl std::fmt::Debug for Auth {
@@ -82,7 +91,7 @@ impl Auth {
     /// # Errors
     ///
     /// Fails when a password hash does not parse.
-    pub fn new(settings: &AuthSettings) -> Result<Auth, AuthError> {
+    pub fn new(settings: &AuthSettings, access: Access) -> Result<Auth, AuthError> {
         let mut users = HashMap::new();
         for u in &settings.users {
             PasswordHash::new(&u.password_hash).map_err(|e| AuthError {
@@ -97,11 +106,7 @@ impl Auth {
                 },
             );
         }
-        let decoy_hash = if users.is_empty() {
-            String::new()
-        } else {
-            hash_password("decoy").unwrap_or_default()
-        };
+        let decoy_hash = hash_password("decoy").unwrap_or_default();
         Ok(Auth {
             users,
             sessions: DashMap::new(),
@@ -109,12 +114,13 @@ impl Auth {
             cookie_secure: settings.cookie_secure,
             decoy_hash,
             checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+            access,
         })
     }
 
-    /// True when no users are configured: anyone may do anything.
+    /// True when no users and no identities exist: anyone may do anything.
     pub fn is_open(&self) -> bool {
-        self.users.is_empty()
+        self.users.is_empty() && self.access.is_open()
     }
 
     /// Session lifetime.
@@ -131,9 +137,14 @@ impl Auth {
     /// [`Auth::check_permit`]) and opens a session. Returns the token and the
     /// user's role.
     pub fn login(&self, name: &str, password: &str) -> Option<(String, Role)> {
-        let (hash, role) = match self.users.get(name) {
-            Some(u) => (u.hash.as_str(), Some(u.role)),
-            None => (self.decoy_hash.as_str(), None),
+        let identity = self.access.identity(name);
+        let (hash, role, by_identity) = match (self.users.get(name), &identity) {
+            (Some(u), _) => (u.hash.as_str(), Some(u.role), false),
+            (None, Some(i)) => match (&i.password_hash, dashboard_role(i)) {
+                (Some(h), Some(role)) => (h.as_str(), Some(role), true),
+                _ => (self.decoy_hash.as_str(), None, false),
+            },
+            (None, None) => (self.decoy_hash.as_str(), None, false),
         };
         let ok = PasswordHash::new(hash)
             .map(|h| {
@@ -152,15 +163,41 @@ impl Auth {
                 user: name.to_string(),
                 role,
                 expires: now + self.ttl,
+                identity: by_identity,
             },
         );
         Some((token, role))
     }
 
+    /// The caller an identity's machine token belongs to, when it is an
+    /// `admin` or `app` identity's. Every such identity's keyed hash is
+    /// tried: a few MACs, each compared in constant time.
+    fn token_caller(&self, token: &str) -> Option<Caller> {
+        if !token.starts_with(crate::access::identity::TOKEN_PREFIX) {
+            return None;
+        }
+        let directory = self.access.directory();
+        directory.all().find_map(|i| {
+            let role = dashboard_role(i)?;
+            let hash = i.token_hash.as_ref()?;
+            hash.verify(token).then(|| Caller {
+                user: Some(i.name.clone()),
+                role,
+            })
+        })
+    }
+
     /// The caller a token belongs to, if its session is live.
     pub fn session(&self, token: &str) -> Option<Caller> {
-        let s = self.sessions.get(token)?;
-        if s.expires <= Instant::now() {
+        let Some(s) = self.sessions.get(token) else {
+            return self.token_caller(token);
+        };
+        let revoked = s.identity
+            && self
+                .access
+                .identity(&s.user)
+                .is_none_or(|i| dashboard_role(&i) != Some(s.role));
+        if s.expires <= Instant::now() || revoked {
             drop(s);
             self.sessions.remove(token);
             return None;
@@ -191,6 +228,19 @@ impl Auth {
     }
 }
 
+/// The dashboard role of an identity in good standing: admins administer,
+/// apps view; devices and workers get none.
+fn dashboard_role(identity: &Identity) -> Option<Role> {
+    if identity.is_revoked() {
+        return None;
+    }
+    match identity.role {
+        IdentityRole::Admin => Some(Role::Admin),
+        IdentityRole::App => Some(Role::Viewer),
+        IdentityRole::Device | IdentityRole::Worker => None,
+    }
+}
+
 /// Hashes `password` as an argon2id PHC string with a random salt.
 ///
 /// # Errors
@@ -218,8 +268,13 @@ mod tests {
     use super::*;
     use crate::settings::UserSettings;
 
+    fn open_access(settings: &AuthSettings) -> (Access, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (Access::new(settings, dir.path()).unwrap(), dir)
+    }
+
     fn auth() -> Auth {
-        Auth::new(&AuthSettings {
+        let settings = AuthSettings {
             allow_anonymous: None,
             identities: vec![],
             acl: vec![],
@@ -237,8 +292,61 @@ mod tests {
             ],
             session_ttl_secs: 3600,
             cookie_secure: true,
-        })
-        .unwrap()
+        };
+        let (access, _dir) = open_access(&settings);
+        Auth::new(&settings, access).unwrap()
+    }
+
+    #[test]
+    fn admin_and_app_identities_log_in_and_their_tokens_are_bearer_tokens() {
+        use crate::access::registry::NewIdentity;
+        let settings = AuthSettings {
+            allow_anonymous: None,
+            identities: vec![],
+            acl: vec![],
+            users: vec![],
+            session_ttl_secs: 3600,
+            cookie_secure: false,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = crate::access::IdentityFile::in_dir(dir.path());
+        let add = |name: &str, role| {
+            file.add(
+                NewIdentity {
+                    name: name.into(),
+                    role,
+                    queues: vec![],
+                    password: Some(format!("{name}-pw")),
+                    max_connections: None,
+                    publish_rate: None,
+                },
+                1,
+            )
+            .unwrap()
+        };
+        let root_token = add("root", IdentityRole::Admin);
+        add("ops", IdentityRole::App);
+        let dev_token = add("dev", IdentityRole::Device);
+        let access = Access::new(&settings, dir.path()).unwrap();
+        let a = Auth::new(&settings, access.clone()).unwrap();
+        assert!(!a.is_open(), "identities close the dashboard");
+        assert_eq!(a.login("root", "root-pw").map(|l| l.1), Some(Role::Admin));
+        let (viewer, role) = a.login("ops", "ops-pw").unwrap();
+        assert_eq!(role, Role::Viewer);
+        assert!(a.login("dev", "dev-pw").is_none(), "devices do not log in");
+        assert!(a.login("root", "wrong").is_none());
+        assert_eq!(
+            a.session(&root_token),
+            Some(Caller {
+                user: Some("root".into()),
+                role: Role::Admin
+            })
+        );
+        assert!(a.session(&dev_token).is_none());
+        // Revoking the identity ends its sessions.
+        file.revoke("ops", 2).unwrap();
+        access.reload_if_changed().unwrap();
+        assert!(a.session(&viewer).is_none());
     }
 
     #[test]
@@ -265,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_bad_hash_is_refused_at_start() {
-        let e = Auth::new(&AuthSettings {
+        let settings = AuthSettings {
             allow_anonymous: None,
             identities: vec![],
             acl: vec![],
@@ -276,8 +384,9 @@ mod tests {
             }],
             session_ttl_secs: 3600,
             cookie_secure: false,
-        })
-        .unwrap_err();
+        };
+        let (access, _dir) = open_access(&settings);
+        let e = Auth::new(&settings, access).unwrap_err();
         assert!(e.to_string().contains("user `x`"));
     }
 }

@@ -395,6 +395,43 @@ class Dashboard(unittest.TestCase):
                 proc.terminate()
                 proc.wait(timeout=WAIT)
 
+    def test_9_devices_page_adds_shows_and_revokes_identities(self):
+        """Last: the first identity turns MQTT authentication on."""
+        self.login(*ADMIN)
+        d = self.driver
+        self.go("#/devices")
+        eventually("the development profile notice", lambda: "Development profile" in self.text("#profile"))
+        form = d.find_element(By.ID, "identity-form")
+        form.find_element(By.NAME, "name").send_keys("browser-dev")
+        form.find_element(By.NAME, "queues").send_keys("word_count")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        token = eventually("the new token, shown once", lambda: self.text("#new-token-value"))
+        self.assertTrue(token.startswith("sqt_"), token)
+        row = '#identities-table tr[data-identity="browser-dev"]'
+        eventually("the identity listed", lambda: "active" in self.text(f'{row} [data-col="status"]'))
+        port = str(self.broker.mqtt_port)
+        pub = ["mosquitto_pub", "-p", port, "-q", "1", "-t", "tasks/word_count",
+               "-m", json.dumps({"id": "from-browser-dev", "task": "mapper", "args": ["Lilliput"]})]
+        subprocess.run(pub + ["-u", "browser-dev", "-P", token, "-i", "browser-dev"], check=True)
+        anon = subprocess.run(pub, capture_output=True)
+        self.assertNotEqual(anon.returncode, 0, "anonymous clients are refused once an identity exists")
+        sub = subprocess.run(["mosquitto_sub", "-p", port, "-u", "browser-dev", "-P", token,
+                              "-t", "#", "-W", "2", "-V", "mqttv5"], capture_output=True, text=True)
+        self.assertIn("denied", sub.stderr)
+        self.driver.refresh()
+        eventually("the denial listed", lambda: "browser-dev" in self.text("#denials-table")
+                   and "subscribe" in self.text("#denials-table"))
+        self.shot("devices")
+        d.find_element(By.CSS_SELECTOR, f'{row} button[data-action="revoke-identity"]').click()
+        eventually("confirm dialog", lambda: d.find_element(By.ID, "confirm-dialog").is_displayed())
+        d.find_element(By.ID, "confirm-ok").click()
+        eventually("revoked", lambda: "revoked" in self.text(f'{row} [data-col="status"]'))
+        again = subprocess.run(pub + ["-u", "browser-dev", "-P", token], capture_output=True)
+        self.assertNotEqual(again.returncode, 0, "a revoked identity cannot connect")
+        self.go("#/tasks/from-browser-dev")
+        eventually("the requester on the task page",
+                   lambda: self.text('#task-detail [data-field="requester"]') == "browser-dev")
+
 
 if __name__ == "__main__":
     result = unittest.main(exit=False, verbosity=2).result

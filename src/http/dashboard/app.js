@@ -340,7 +340,7 @@ async function pageWorkers(main) {
   );
 }
 
-const TASK_FILTERS = ["id", "queue", "task", "status", "worker", "since", "until"];
+const TASK_FILTERS = ["id", "queue", "task", "status", "worker", "requester", "since", "until"];
 const STATUSES = ["", "scheduled", "queued", "running", "success", "failure", "expired", "revoked", "rejected"];
 
 // datetime-local value <-> ms since the epoch (local time).
@@ -479,6 +479,90 @@ async function pageSchedules(main) {
   );
 }
 
+async function identityAction(name, action) {
+  const question = action === "revoke"
+    ? `Revoke “${name}”? It can no longer connect, and its connections close within a second.`
+    : `Give “${name}” a new token? The old one stops working and its connections close.`;
+  if (!await confirmAction(question)) return;
+  try {
+    const r = await api(`/identities/${encodeURIComponent(name)}/${action}`, { method: "POST" });
+    toast(action === "revoke" ? `Revoked ${name}` : `New token for ${name}`);
+    await refresh();
+    if (r.token) showToken(name, r.token);
+  } catch (e) {
+    toast(`${action} failed: ${e.message}`, true);
+  }
+}
+
+// A new token is shown once, here, and nowhere else.
+function showToken(name, token) {
+  const box = $("#new-token-box");
+  if (!box) return;
+  render(box, h("div", { class: "banner", id: "new-token" },
+    `Token of ${name}, shown only now (the broker keeps a hash): `, h("code", { id: "new-token-value" }, token)));
+}
+
+async function pageDevices(main) {
+  let ids = null, forbidden = false;
+  try {
+    ids = await api("/identities");
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 403) forbidden = true; else throw e;
+  }
+  const d = await api("/access/denials");
+  const form = isAdmin() ? h("form", { class: "filters", id: "identity-form" },
+    h("label", {}, "name", h("input", { name: "name", required: true, placeholder: "dev1" })),
+    h("label", {}, "role", h("select", { name: "role" }, ["device", "worker", "app", "admin"].map((r) => h("option", { value: r }, r)))),
+    h("label", {}, "queues", h("input", { name: "queues", placeholder: "all; or mapper, img*" })),
+    h("button", { class: "primary", type: "submit" }, "Add identity")) : null;
+  if (form) form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const queues = form.elements.queues.value.split(",").map((q) => q.trim()).filter(Boolean);
+    const name = form.elements.name.value.trim();
+    try {
+      const r = await api("/identities", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name, role: form.elements.role.value, queues }) });
+      toast(`Added ${name}`);
+      await refresh();
+      showToken(name, r.token);
+    } catch (e) {
+      toast(`Add failed: ${e.message}`, true);
+    }
+  });
+  const profile = d.profile === "development"
+    ? h("p", { class: "banner", id: "profile" }, "Development profile: no identity exists, so any MQTT client may connect and use every topic. Add an identity to turn authentication on.")
+    : h("p", { class: "muted", id: "profile" }, "Authentication is on: every MQTT client connects as an identity.");
+  render(main,
+    setTitle("Devices"),
+    profile,
+    form,
+    h("div", { id: "new-token-box" }),
+    forbidden ? h("p", { class: "muted" }, "Only admins see the identities.") : null,
+    ids && ids.identities.length ? h("table", { id: "identities-table" },
+      h("thead", {}, h("tr", {}, ["name", "role", "queues", "from", "status", "created", "last seen", "live", ""].map((c) => h("th", {}, c)))),
+      h("tbody", {}, ids.identities.map((i) => h("tr", { "data-identity": i.name },
+        h("td", {}, h("strong", {}, i.name)),
+        h("td", {}, i.role),
+        h("td", {}, i.queues.length ? i.queues.join(", ") : "all"),
+        h("td", {}, i.origin),
+        h("td", { "data-col": "status" }, badge(i.status)),
+        h("td", {}, fmtTime(i.created_at_us)),
+        h("td", {}, fmtAgo(i.last_seen_us)),
+        h("td", { class: "num", "data-col": "live" }, i.live_connections),
+        h("td", {}, isAdmin() && i.origin === "registry" && i.status === "active" ? [
+          h("button", { "data-action": "rotate", onclick: () => identityAction(i.name, "rotate") }, "Rotate"),
+          h("button", { class: "danger", "data-action": "revoke-identity", onclick: () => identityAction(i.name, "revoke") }, "Revoke")] : null)))))
+      : ids ? h("p", { class: "muted", id: "identities-empty" }, "No identities.") : null,
+    h("h2", {}, `Recent denials (${fmtNum(d.denied_publish)} publish, ${fmtNum(d.denied_subscribe)} subscribe, ${fmtNum(d.denied_other)} other, ${fmtNum(d.auth_failures)} refused connections since start)`),
+    d.denials.length ? h("table", { id: "denials-table" },
+      h("thead", {}, h("tr", {}, ["when", "action", "identity", "client id", "address", "topic", "reason"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, d.denials.map((x) => h("tr", {},
+        h("td", {}, fmtTime(x.at_us)), h("td", {}, x.action), h("td", {}, x.identity || "–"),
+        h("td", {}, h("code", {}, x.client_id)), h("td", {}, x.addr || "–"),
+        h("td", {}, x.topic ? h("code", {}, x.topic) : "–"), h("td", {}, x.reason)))))
+      : h("p", { class: "muted", id: "denials-empty" }, "No denials."),
+  );
+}
+
 async function pageTask(main, id) {
   let t;
   try {
@@ -501,6 +585,7 @@ async function pageTask(main, id) {
       field("queue", h("a", { href: `#/queues/${encodeURIComponent(t.queue)}` }, t.queue)),
       field("task", t.task),
       field("worker", t.worker || "–"),
+      field("requester", t.requester || "–"),
       field("attempts", t.attempts),
       field("priority", t.priority ?? 0),
       t.due_at_us && t.status === "scheduled" ? field("due", fmtTime(t.due_at_us), "due") : null,
@@ -539,6 +624,7 @@ function route() {
   else if (parts[0] === "tasks" && parts[1]) { name = "task"; fn = () => pageTask(main, parts[1]); }
   else if (parts[0] === "tasks") { name = "tasks"; fn = () => pageTasks(main, params); }
   else if (parts[0] === "schedules") { name = "schedules"; fn = () => pageSchedules(main); }
+  else if (parts[0] === "devices") { name = "devices"; fn = () => pageDevices(main); }
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === (name === "task" ? "tasks" : name));
   state.page = { name, fn };
   return refresh();
