@@ -13,7 +13,16 @@ OUT=${1:-$(mktemp -d)}
 cargo build -q -p swarmq
 DATA=$(mktemp -d)
 LOG=$(mktemp)
-target/debug/swarmq serve --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$DATA" >"$LOG" 2>&1 &
+# The suites' test_subscribe_failure expects a broker configured to refuse
+# subscriptions to test/nosubscribe: one [[auth.acl]] rule, for every client.
+cat >"$DATA/conformance.toml" <<'TOML'
+[[auth.acl]]
+permission = "deny"
+action = "subscribe"
+topic = "test/nosubscribe"
+TOML
+target/debug/swarmq serve --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$DATA/data" \
+  --config "$DATA/conformance.toml" >"$LOG" 2>&1 &
 broker=$!
 trap 'kill "$broker" 2>/dev/null; wait "$broker" 2>/dev/null; rm -rf "$DATA" "$LOG"' EXIT
 for _ in $(seq 100); do grep -q 'listening' "$LOG" && break; sleep 0.1; done

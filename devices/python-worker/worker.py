@@ -7,10 +7,13 @@ Response Topic with its Correlation Data.
 
     pip install paho-mqtt
     python3 worker.py --host 127.0.0.1 --port 1883
+    # as an identity, over TLS with the broker's CA:
+    SWARMQ_USERNAME=w1 SWARMQ_PASSWORD=sqt_... python3 worker.py --port 8883 --cafile ca.pem
 """
 
 import argparse
 import json
+import os
 import signal
 import sys
 
@@ -33,13 +36,26 @@ def main():
     p.add_argument("--port", type=int, default=1883)
     p.add_argument("--queue", default="word_count")
     p.add_argument("--group", default="python")
-    p.add_argument("--client-id", default="")
+    p.add_argument("--client-id", default="",
+                   help="default: <username>:python-<pid> with a username, else assigned")
+    p.add_argument("--username", default=os.environ.get("SWARMQ_USERNAME"),
+                   help="identity name (default $SWARMQ_USERNAME)")
+    p.add_argument("--password", default=os.environ.get("SWARMQ_PASSWORD"),
+                   help="its token or password (default $SWARMQ_PASSWORD)")
+    p.add_argument("--cafile", help="CA of the broker's TLS certificate: connect with TLS")
+    p.add_argument("--cert", help="TLS client certificate (its CN names the identity)")
+    p.add_argument("--key", help="the client certificate's key")
     p.add_argument("--max-tasks", type=int, default=0,
                    help="stop after this many tasks (0: run until Ctrl-C)")
     opts = p.parse_args()
 
+    client_id = opts.client_id or (f"{opts.username}:python-{os.getpid()}" if opts.username else "")
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                         client_id=opts.client_id, protocol=mqtt.MQTTv5)
+                         client_id=client_id, protocol=mqtt.MQTTv5)
+    if opts.username:
+        client.username_pw_set(opts.username, opts.password)
+    if opts.cafile:
+        client.tls_set(ca_certs=opts.cafile, certfile=opts.cert, keyfile=opts.key)
     done = {"n": 0}
 
     def on_connect(client, userdata, flags, reason_code, properties):

@@ -842,9 +842,85 @@ async fn mosquitto_clients_authenticate_with_a_token_and_with_a_client_certifica
         !without.status.success(),
         "no certificate, no password: refused"
     );
-    eventually("both tasks ran", || async { *results.lock().unwrap() == 2 }).await;
+    // Certificates are optional on this port: a token still works.
+    let token_only = tokio::process::Command::new("mosquitto_pub")
+        .args(tls(&["-u", "dev1", "-P", &dev_token, "-i", "dev1:tls"]))
+        .output()
+        .await
+        .expect("mosquitto_pub");
+    assert!(token_only.status.success(), "{token_only:?}");
+    eventually("the three tasks ran", || async {
+        *results.lock().unwrap() == 3
+    })
+    .await;
     stop.cancel();
     let _ = run.await;
+}
+
+#[tokio::test]
+async fn a_required_client_certificate_is_required_even_with_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (files, clients) = crate::certs::make_certs_with_clients(dir.path(), &["w1"]);
+    let broker = TestBroker::start_with_config(
+        &config(""),
+        &[
+            ("mqtt.tls_listen", "127.0.0.1:0"),
+            ("mqtt.tls_cert_file", &files.cert.display().to_string()),
+            ("mqtt.tls_key_file", &files.key.display().to_string()),
+            ("mqtt.tls_client_ca_file", &files.ca.display().to_string()),
+            ("mqtt.tls_require_client_cert", "true"),
+        ],
+    )
+    .await;
+    let tls_port = broker.mqtts.expect("TLS listener").port().to_string();
+    let ca = files.ca.display().to_string();
+    let pub_with = |extra: Vec<String>| {
+        let mut c = tokio::process::Command::new("mosquitto_pub");
+        c.args([
+            "-h",
+            "localhost",
+            "-p",
+            &tls_port,
+            "--cafile",
+            &ca,
+            "-q",
+            "1",
+        ])
+        .args(["-t", "replies/w1/x", "-m", "hi"])
+        .args(extra);
+        c
+    };
+    let t = token("w1");
+    let refused = pub_with(vec!["-u".into(), "w1".into(), "-P".into(), t.clone()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a token alone is not enough here"
+    );
+    let (cert, key) = &clients[0];
+    let ok = pub_with(vec![
+        "--cert".into(),
+        cert.display().to_string(),
+        "--key".into(),
+        key.display().to_string(),
+        "-u".into(),
+        "w1".into(),
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    // The SDK connects with the same certificate.
+    let client = swarmq_worker::Client::builder(&format!("mqtts://localhost:{tls_port}"))
+        .ca_file(&files.ca)
+        .username("w1")
+        .client_cert(cert, key)
+        .connect()
+        .await
+        .expect("the SDK connects with a client certificate");
+    assert!(client.client_id().starts_with("w1:"));
 }
 
 #[tokio::test]
@@ -881,4 +957,95 @@ async fn the_development_profile_is_open_until_the_first_identity_exists() {
         connack_v5(&broker, "anyone", |_| {}).await.0 == ConnectReturnCode::NotAuthorized
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_shell_and_python_workers_and_submit_sh_connect_as_identities() {
+    use crate::support::ChildGuard;
+    use std::process::Command;
+    let hash = TokenHash::new(&token("wall")).unwrap();
+    let broker = secured(&format!(
+        "[[auth.identities]]\nname = \"wall\"\nrole = \"worker\"\ntoken_hash = \"{}\"\n",
+        hash.as_str()
+    ))
+    .await;
+    let port = broker.port().to_string();
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let _shell = ChildGuard::group_leader(
+        Command::new("setsid")
+            .args(["sh", &format!("{dir}/devices/shell/worker.sh")])
+            .env("PORT", &port)
+            .env("SWARMQ_USERNAME", "wall")
+            .env("SWARMQ_PASSWORD", token("wall"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("shell worker"),
+    );
+    let _python = ChildGuard::group_leader(
+        Command::new("setsid")
+            .args([
+                "python3",
+                &format!("{dir}/devices/python-worker/worker.py"),
+                "--port",
+                &port,
+                "--queue",
+                "mapper",
+            ])
+            .env("SWARMQ_USERNAME", "w2")
+            .env("SWARMQ_PASSWORD", token("w2"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python worker"),
+    );
+    crate::support::wait_consumers(&broker, "word_count", 1).await;
+    crate::support::wait_consumers(&broker, "mapper", 1).await;
+
+    // submit.sh as dev2: its reply topic under replies/dev2/.
+    let out = within(
+        "submit.sh",
+        tokio::process::Command::new("sh")
+            .arg(format!("{dir}/devices/shell/submit.sh"))
+            .arg("Lilliput")
+            .env("PORT", &port)
+            .env("SWARMQ_USERNAME", "dev2")
+            .env("SWARMQ_PASSWORD", token("dev2"))
+            .output(),
+    )
+    .await
+    .expect("submit.sh runs");
+    assert!(out.status.success(), "{out:?}");
+    let result: Value = serde_json::from_slice(&out.stdout).expect("a JSON result");
+    assert_eq!(result["result"], json!(["Lilliput", 1]), "{result}");
+    assert!(
+        result["worker"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("wall:")),
+        "{result}"
+    );
+
+    // The SDK client as dev1, served by the Python worker as w2.
+    let client = swarmq_worker::Client::builder(&broker.url())
+        .credentials("dev1", token("dev1"))
+        .connect()
+        .await
+        .expect("dev1 connects");
+    assert!(
+        client.client_id().starts_with("dev1:"),
+        "{}",
+        client.client_id()
+    );
+    let req = swarmq_worker::wire::TaskRequest {
+        task: Some("mapper".into()),
+        args: vec![json!("Brobdingnag")],
+        ..Default::default()
+    };
+    let r = within("python result", client.submit("mapper", req).await.unwrap())
+        .await
+        .unwrap();
+    assert!(
+        r.worker.as_deref().is_some_and(|w| w.starts_with("w2:")),
+        "{r:?}"
+    );
+    assert_eq!(r.into_result().unwrap(), json!(["Brobdingnag", 1]));
 }
