@@ -92,6 +92,9 @@ enum IdentityCommand {
     /// Print a new token and, on the line before it, its hash, for
     /// `token_hash` of an [[auth.identities]] entry.
     HashToken,
+    /// Print a docker-compose env file with a new token for each identity
+    /// docker-compose.yml declares: `swarmq identity compose-env > .env`.
+    ComposeEnv,
 }
 
 /// Where the identities are: the data directory, given or from a configuration.
@@ -270,6 +273,18 @@ fn run_identity(cmd: IdentityCommand) -> anyhow::Result<()> {
             let token = IdentityFile::in_dir(settings.data_dir()).rotate(&name)?;
             println!("new token for `{name}`, shown only now; the old one no longer works:");
             println!("{token}");
+        }
+        IdentityCommand::ComposeEnv => {
+            println!("# Tokens of docker-compose.yml's identities (config/docker-compose.toml).");
+            println!(
+                "# Keep this file secret; `swarmq identity compose-env > .env` makes a new one."
+            );
+            for role in ["ADMIN", "PRODUCER", "WORKER", "DEVICE"] {
+                println!(
+                    "SWARMQ_{role}_TOKEN={}",
+                    swarmq::access::identity::new_token()?
+                );
+            }
         }
         IdentityCommand::HashToken => {
             let token = swarmq::access::identity::new_token()?;

@@ -132,6 +132,10 @@ pub struct IdentitySettings {
     /// A file holding its token (a Docker secret), hashed at start.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// An environment variable holding its token (docker-compose's env
+    /// file), hashed at start.
+    #[serde(default)]
+    pub token_env: Option<String>,
     /// argon2id PHC string of its password, from `swarmq hash-password`.
     #[serde(default)]
     pub password_hash: Option<String>,
@@ -159,6 +163,10 @@ pub struct AclSettings {
     /// Applies to this role only.
     #[serde(default)]
     pub role: Option<String>,
+    /// MQTT 5 reason code of its denials: `not_authorized` (0x87, the
+    /// default) or `unspecified_error` (0x80).
+    #[serde(default)]
+    pub reason_code: Option<String>,
 }
 
 /// `[[auth.users]]`: one dashboard/API user.

@@ -3,11 +3,14 @@
 //!
 //! The first rule that applies to the client and matches the topic decides.
 //! A rule's topic is a filter in which `%u` stands for the identity's name
-//! and `%c` for the client id. An `allow` rule decides a subscription only
-//! when its filter covers the whole subscribed filter; a `deny` rule decides
-//! one as soon as the two overlap, so no subscription can receive a topic a
-//! deny rule names. Subscriptions to `$share/<group>/<filter>` are judged by
-//! `<filter>`. When no rule decides, the identity's role does (see the role
+//! and `%c` for the client id. A rule decides a subscription when its filter
+//! covers the whole subscribed filter (`deny test/#` refuses `test/a/+`). A
+//! subscription that only overlaps a deny rule's filter (`#` against
+//! `deny test/nosubscribe`) is granted, and each message is checked as it
+//! is delivered ([`may_receive`]): no client receives a topic a deny rule
+//! names, and a broad subscription still gets everything else, as with
+//! mosquitto's read ACLs. Subscriptions to `$share/<group>/<filter>` are
+//! judged by `<filter>`. When no rule decides, the identity's role does (see the role
 //! table in docs/PROTOCOL.md); an anonymous client, which exists only when
 //! `auth.allow_anonymous` lets it in, is then allowed, as in mosquitto with
 //! no ACL file.
@@ -64,7 +67,17 @@ impl AclRule {
         topic: &str,
         identity: Option<&str>,
         role: Option<&str>,
+        reason_code: Option<&str>,
     ) -> Result<AclRule, String> {
+        let unspecified = match reason_code {
+            None | Some("not_authorized") => false,
+            Some("unspecified_error") => true,
+            Some(other) => {
+                return Err(format!(
+                    "reason_code `{other}`: not_authorized (0x87) or unspecified_error (0x80)"
+                ));
+            }
+        };
         let permission = match permission {
             "allow" => Permission::Allow,
             "deny" => Permission::Deny,
@@ -96,6 +109,7 @@ impl AclRule {
             topic: topic.to_string(),
             identity: identity.map(str::to_string),
             role,
+            unspecified,
         })
     }
 }
@@ -123,6 +137,8 @@ pub struct AclRule {
     pub identity: Option<String>,
     /// Applies to this role only.
     pub role: Option<IdentityRole>,
+    /// Answer a denial with MQTT 5's 0x80 (unspecified error) instead of 0x87.
+    pub unspecified: bool,
 }
 
 /// The client asking.
@@ -141,12 +157,23 @@ pub enum Verdict {
     Allow,
     /// Refused, and why (sent as the MQTT 5 Reason String).
     Deny(String),
+    /// Refused by a rule that answers MQTT 5's "unspecified error" (0x80)
+    /// instead of "not authorized" (0x87), for clients that know only 0x80.
+    DenyUnspecified(String),
 }
 
 impl Verdict {
     /// True for [`Verdict::Allow`].
     pub fn is_allowed(&self) -> bool {
         matches!(self, Verdict::Allow)
+    }
+
+    /// The reason of a denial.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Verdict::Allow => None,
+            Verdict::Deny(r) | Verdict::DenyUnspecified(r) => Some(r),
+        }
     }
 }
 
@@ -158,14 +185,14 @@ pub fn may_publish(rules: &[AclRule], who: Who<'_>, topic_name: &str) -> Verdict
         }
         let Some(filter) = expand(rule, who) else {
             if rule.permission == Permission::Deny {
-                return denied_by_rule(i, Action::Publish, topic_name);
+                return denied_by_rule(rule, i, Action::Publish, topic_name);
             }
             continue;
         };
         if topic::matches(&filter, topic_name) {
             return match rule.permission {
                 Permission::Allow => Verdict::Allow,
-                Permission::Deny => denied_by_rule(i, Action::Publish, topic_name),
+                Permission::Deny => denied_by_rule(rule, i, Action::Publish, topic_name),
             };
         }
     }
@@ -192,16 +219,15 @@ pub fn may_subscribe(rules: &[AclRule], who: Who<'_>, filter: &str) -> Verdict {
         }
         let Some(rule_filter) = expand(rule, who) else {
             if rule.permission == Permission::Deny {
-                return denied_by_rule(i, Action::Subscribe, filter);
+                return denied_by_rule(rule, i, Action::Subscribe, filter);
             }
             continue;
         };
-        match rule.permission {
-            Permission::Allow if topic::covers(&rule_filter, inner) => return Verdict::Allow,
-            Permission::Deny if topic::overlaps(&rule_filter, inner) => {
-                return denied_by_rule(i, Action::Subscribe, filter);
-            }
-            _ => {}
+        if topic::covers(&rule_filter, inner) {
+            return match rule.permission {
+                Permission::Allow => Verdict::Allow,
+                Permission::Deny => denied_by_rule(rule, i, Action::Subscribe, filter),
+            };
         }
     }
     let Some(identity) = who.identity else {
@@ -218,12 +244,47 @@ pub fn may_subscribe(rules: &[AclRule], who: Who<'_>, filter: &str) -> Verdict {
     }
 }
 
-fn denied_by_rule(index: usize, action: Action, topic_or_filter: &str) -> Verdict {
-    Verdict::Deny(format!(
+/// Whether a message on `topic_name` may be delivered to `who`, which holds
+/// a subscription that matches it: the first subscribe rule whose filter
+/// matches the topic decides; with none, yes (the subscription itself was
+/// judged when it was made).
+pub fn may_receive(rules: &[AclRule], who: Who<'_>, topic_name: &str) -> bool {
+    for rule in rules {
+        if !applies(rule, who, Action::Subscribe) {
+            continue;
+        }
+        let Some(filter) = expand(rule, who) else {
+            if rule.permission == Permission::Deny {
+                return false;
+            }
+            continue;
+        };
+        if topic::matches(&filter, topic_name) {
+            return rule.permission == Permission::Allow;
+        }
+    }
+    true
+}
+
+/// True when some rule could refuse a delivery: only then is each
+/// delivery checked.
+pub fn has_subscribe_denials(rules: &[AclRule]) -> bool {
+    rules
+        .iter()
+        .any(|r| r.permission == Permission::Deny && r.action != RuleAction::Publish)
+}
+
+fn denied_by_rule(rule: &AclRule, index: usize, action: Action, topic_or_filter: &str) -> Verdict {
+    let reason = format!(
         "auth.acl rule {} denies {} `{topic_or_filter}`",
         index + 1,
         action.as_str()
-    ))
+    );
+    if rule.unspecified {
+        Verdict::DenyUnspecified(reason)
+    } else {
+        Verdict::Deny(reason)
+    }
 }
 
 fn applies(rule: &AclRule, who: Who<'_>, action: Action) -> bool {
@@ -424,6 +485,7 @@ mod tests {
                 topic: "test/nosubscribe".into(),
                 identity: None,
                 role: None,
+                unspecified: false,
             },
             AclRule {
                 permission: Permission::Allow,
@@ -431,6 +493,7 @@ mod tests {
                 topic: "site/%u/%c/#".into(),
                 identity: None,
                 role: Some(IdentityRole::Device),
+                unspecified: false,
             },
         ];
         let anon = Who {
@@ -438,8 +501,12 @@ mod tests {
             client_id: "paho",
         };
         assert!(!may_subscribe(&rules, anon, "test/nosubscribe").is_allowed());
-        assert!(!may_subscribe(&rules, anon, "test/#").is_allowed());
+        // Overlapping subscriptions are granted; the denied topic is not delivered.
+        assert!(may_subscribe(&rules, anon, "test/#").is_allowed());
+        assert!(!may_receive(&rules, anon, "test/nosubscribe"));
+        assert!(may_receive(&rules, anon, "test/other"));
         assert!(may_subscribe(&rules, anon, "test/other").is_allowed());
+        assert!(has_subscribe_denials(&rules));
         let d = id("dev1", IdentityRole::Device, &[]);
         assert!(may_publish(&rules, who(&d, "dev1:x"), "site/dev1/dev1:x/t").is_allowed());
         assert!(!may_publish(&rules, who(&d, "dev1:x"), "site/dev2/dev1:x/t").is_allowed());
@@ -447,7 +514,7 @@ mod tests {
         assert!(!may_publish(&rules, who(&d, "dev1:+"), "site/dev1/anything/t").is_allowed());
         match may_subscribe(&rules, anon, "test/nosubscribe") {
             Verdict::Deny(reason) => assert!(reason.contains("rule 1"), "{reason}"),
-            Verdict::Allow => unreachable!(),
+            other => unreachable!("{other:?}"),
         }
     }
 }

@@ -204,6 +204,7 @@ impl Access {
                     &r.topic,
                     r.identity.as_deref(),
                     r.role.as_deref(),
+                    r.reason_code.as_deref(),
                 )
                 .map_err(|message| AccessError::Rule { index, message })
             })
@@ -466,7 +467,8 @@ impl Access {
     /// May `who` publish to `topic`? A denial is noted.
     pub fn may_publish(&self, who: Who<'_>, addr: Option<IpAddr>, topic: &str) -> Verdict {
         let verdict = acl::may_publish(&self.inner.rules, who, topic);
-        if let Verdict::Deny(reason) = &verdict {
+        if let Some(reason) = verdict.reason() {
+            let reason = reason.to_string();
             self.inner
                 .counters
                 .denied_publish
@@ -485,7 +487,8 @@ impl Access {
     /// May `who` subscribe to `filter`? A denial is noted.
     pub fn may_subscribe(&self, who: Who<'_>, addr: Option<IpAddr>, filter: &str) -> Verdict {
         let verdict = acl::may_subscribe(&self.inner.rules, who, filter);
-        if let Verdict::Deny(reason) = &verdict {
+        if let Some(reason) = verdict.reason() {
+            let reason = reason.to_string();
             self.inner
                 .counters
                 .denied_subscribe
@@ -493,6 +496,16 @@ impl Access {
             self.note_for(who, addr, "subscribe", Some(filter), reason.clone());
         }
         verdict
+    }
+
+    /// True when deliveries must be checked with [`Access::may_receive`].
+    pub fn checks_deliveries(&self) -> bool {
+        acl::has_subscribe_denials(&self.inner.rules)
+    }
+
+    /// May a message on `topic` be delivered to `who`?
+    pub fn may_receive(&self, who: Who<'_>, topic: &str) -> bool {
+        acl::may_receive(&self.inner.rules, who, topic)
     }
 
     /// Takes one message from `identity`'s publish rate; false when it is
@@ -626,26 +639,45 @@ fn declared_identities(settings: &[IdentitySettings]) -> Result<Vec<Identity>, A
                 "`{q}` is not a queue name or `prefix*` pattern"
             )));
         }
-        let token_hash = match (&s.token_hash, &s.token_file) {
-            (Some(_), Some(_)) => {
-                return Err(bad("give token_hash or token_file, not both".into()));
+        let given = [
+            s.token_hash.is_some(),
+            s.token_file.is_some(),
+            s.token_env.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(bad(
+                "give one of token_hash, token_file and token_env".into()
+            ));
+        }
+        let from_secret = |token: &str, whence: String| {
+            let token = token.trim();
+            if token.len() < 22 {
+                return Err(bad(format!(
+                    "the token in {whence} is too short: at least 128 bits (`swarmq identity hash-token` makes one)"
+                )));
             }
-            (Some(h), None) => Some(TokenHash::parse(h).ok_or_else(|| {
+            TokenHash::new(token)
+                .map(Some)
+                .map_err(|e| bad(e.to_string()))
+        };
+        let token_hash = match (&s.token_hash, &s.token_file, &s.token_env) {
+            (Some(h), _, _) => Some(TokenHash::parse(h).ok_or_else(|| {
                 bad("token_hash is not a `swarmq identity hash-token` hash".into())
             })?),
-            (None, Some(path)) => {
+            (_, Some(path), _) => {
                 let token = std::fs::read_to_string(path)
                     .map_err(|e| bad(format!("cannot read token_file {}: {e}", path.display())))?;
-                let token = token.trim();
-                if token.len() < 22 {
-                    return Err(bad(format!(
-                        "the token in {} is too short: at least 128 bits (e.g. `swarmq identity new-token`)",
-                        path.display()
-                    )));
-                }
-                Some(TokenHash::new(token).map_err(|e| bad(e.to_string()))?)
+                from_secret(&token, path.display().to_string())?
             }
-            (None, None) => None,
+            (_, _, Some(var)) => {
+                let token = std::env::var(var).map_err(|_| {
+                    bad(format!(
+                        "token_env: the environment variable {var} is not set"
+                    ))
+                })?;
+                from_secret(&token, format!("${var}"))?
+            }
+            (None, None, None) => None,
         };
         if let Some(h) = &s.password_hash
             && !identity::is_valid_password_hash(h)

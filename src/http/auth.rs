@@ -153,6 +153,22 @@ impl Auth {
                     .is_ok()
             })
             .unwrap_or(false);
+        // An admin or app identity may also log in with its machine token.
+        let by_token = !ok
+            && !self.users.contains_key(name)
+            && identity.as_ref().is_some_and(|i| {
+                dashboard_role(i).is_some()
+                    && i.token_hash.as_ref().is_some_and(|t| t.verify(password))
+            });
+        let (ok, by_identity, role) = if by_token {
+            (
+                true,
+                true,
+                identity.as_ref().and_then(|i| dashboard_role(i)),
+            )
+        } else {
+            (ok, by_identity, role)
+        };
         let role = role.filter(|_| ok)?;
         let now = Instant::now();
         self.sessions.retain(|_, s| s.expires > now);

@@ -196,6 +196,9 @@ impl Guard {
                         return None;
                     }
                     Verdict::Deny(reason) => reason,
+                    Verdict::DenyUnspecified(reason) => {
+                        return Some(publish_refused(PublishAckReason::UnspecifiedError, reason));
+                    }
                 }
             }
         };
@@ -214,6 +217,22 @@ impl Guard {
         }
     }
 
+    /// False when a deny rule keeps a message on `topic` from `session`
+    /// (a broad subscription overlapping a denied filter).
+    pub(super) fn may_receive(&self, session: &Session, topic: &str) -> bool {
+        if !self.access.checks_deliveries() {
+            return true;
+        }
+        let caller = self.caller(session);
+        match &caller {
+            Caller::Open => true,
+            Caller::Gone(_) => false,
+            _ => self
+                .access
+                .may_receive(Self::who(&caller, &session.id.client_id), topic),
+        }
+    }
+
     /// The `ClientSubscribeCheckAcl` verdict for a denied filter, or `None`.
     pub(super) fn check_subscribe(
         &self,
@@ -226,23 +245,22 @@ impl Guard {
             Some(g) => format!("$share/{g}/{filter}"),
             None => filter.to_string(),
         };
-        let denied = match caller {
-            Caller::Open => false,
-            Caller::Gone(_) => true,
-            _ => !self
-                .access
-                .may_subscribe(
-                    Self::who(caller, &session.id.client_id),
-                    remote_ip(session),
-                    &full,
-                )
-                .is_allowed(),
+        let code = match caller {
+            Caller::Open => return None,
+            Caller::Gone(_) => SubscribeAckReason::NotAuthorized,
+            _ => match self.access.may_subscribe(
+                Self::who(caller, &session.id.client_id),
+                remote_ip(session),
+                &full,
+            ) {
+                Verdict::Allow => return None,
+                Verdict::Deny(_) => SubscribeAckReason::NotAuthorized,
+                Verdict::DenyUnspecified(_) => SubscribeAckReason::UnspecifiedError,
+            },
         };
-        denied.then(|| {
-            HookResult::SubscribeAclResult(SubscribeAclResult::new_failure(
-                SubscribeAckReason::NotAuthorized,
-            ))
-        })
+        Some(HookResult::SubscribeAclResult(
+            SubscribeAclResult::new_failure(code),
+        ))
     }
 
     /// Notes a refusal decided by the engine or the hooks (an answer from a

@@ -22,6 +22,7 @@
 //! | `ClientConnected` | restored task subscriptions | worker joins |
 //! | `ClientDisconnected` | any | worker gone; its tasks go to others |
 //! | `MessageExpiryCheck` | a task delivery | veto stale redeliveries |
+//! | `MessageExpiryCheck` | a topic a deny rule names | not delivered to that subscriber |
 
 use std::hash::{Hash, Hasher};
 
@@ -608,6 +609,10 @@ impl Handler for TaskHooks {
                 (true, acc)
             }
             Parameter::MessageExpiryCheck(session, from, publish) => {
+                if !live.guard.may_receive(session, &publish.topic) {
+                    // A read denial: this subscriber does not get this topic.
+                    return (false, Some(HookResult::MessageExpiry));
+                }
                 let ours = from.id.client_id.as_ref() as &str == DISPATCHER_CLIENT_ID
                     && publish.topic.starts_with(TASKS_PREFIX)
                     && publish.target_clientid.is_some();

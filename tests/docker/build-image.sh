@@ -55,7 +55,7 @@ else
   if [ -n "$cross_strip" ]; then "$cross_strip" "$ROOT/usr/local/bin/"*; fi
 fi
 
-cp config/docker.toml "$ROOT/etc/swarmq/docker.toml"
+cp config/docker.toml config/docker-compose.toml config/docker-stack.toml "$ROOT/etc/swarmq/"
 cp devices/word-count/text/*.txt "$ROOT/usr/share/swarmq/text/"
 printf 'root:x:0:0::/:/sbin/nologin\nswarmq:x:10001:10001::/data:/sbin/nologin\n' >"$ROOT/etc/passwd"
 printf 'root:x:0:\nswarmq:x:10001:\n' >"$ROOT/etc/group"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of the container deployment on a real Docker engine:
 # builds the image from local artifacts, starts docker-compose.yml, and checks
+#   0. authentication is on: the env file's tokens let the services in, an
+#      anonymous client is refused;
 #   1. the producer container prints the original word-count top 5;
 #   2. workers scaled from 4 to 8 mid-run take tasks;
 #   3. a worker killed mid-run (docker kill) loses no task: every task completes once;
@@ -19,7 +21,8 @@ export SWARMQ_MQTT_PORT=127.0.0.1:${TEST_MQTT_PORT:-21883}
 export SWARMQ_HTTP_PORT=127.0.0.1:${TEST_HTTP_PORT:-28080}
 export WORKERS=4
 HTTP="http://$SWARMQ_HTTP_PORT"
-compose() { docker-compose "$@"; }
+ENV_FILE=$(mktemp)
+compose() { docker-compose --env-file "$ENV_FILE" "$@"; }
 pass=0
 fail() {
   echo "FAIL: $*" >&2
@@ -44,12 +47,28 @@ cleanup() {
 }
 # No silent exits: any failing command names its line.
 trap 'fail "line $LINENO: $BASH_COMMAND"' ERR
-trap 'cleanup; rm -rf "$TLS_DIR"' EXIT
+trap 'cleanup; rm -rf "$TLS_DIR" "$ENV_FILE"' EXIT
 cleanup
 
 tests/docker/build-image.sh
+# The documented one-liner makes the tokens (here into a temporary env file).
+docker run --rm swarmq:local swarmq identity compose-env >"$ENV_FILE"
+set -a; . "$ENV_FILE"; set +a
+ADMIN=(-H "Authorization: Bearer $SWARMQ_ADMIN_TOKEN")
 compose up -d
 wait_for "broker healthy and 4 workers" 'test "$(metric "$CONSUMERS")" = 4'
+
+# 0. Authentication is on.
+MQTT_PORT=${SWARMQ_MQTT_PORT##*:}
+if mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -q 1 -t tasks/word_count -m '{}' 2>/dev/null; then
+  fail "an anonymous client was accepted"
+fi
+mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -u device -P "$SWARMQ_DEVICE_TOKEN" -q 1 -t tasks/word_count \
+  -m '{"task":"mapper","args":["Fables"]}' || fail "the device token was refused"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$HTTP/api/v1/overview")" = 401 ] || fail "the API is open"
+curl -fsS "${ADMIN[@]}" "$HTTP/api/v1/identities" | jq -e '[.identities[].name] | sort == ["admin","device","producer","worker"]' >/dev/null \
+  || fail "the identities of config/docker-compose.toml"
+ok "authentication on: 4 workers and a device connected with the env file's tokens, anonymous and unauthenticated API refused"
 
 # 1. The original experiment, from a producer container.
 out=$(compose run --rm producer 2>/dev/null)
@@ -99,7 +118,7 @@ ok "worker killed mid-run: 104110 submitted, 104110 completed once, $redelivered
 compose stop -t 10 worker >/dev/null 2>&1
 wait_for "no workers" 'test "$(metric "$CONSUMERS")" = 0'
 for i in $(seq 50); do
-  mosquitto_pub -h 127.0.0.1 -p "${SWARMQ_MQTT_PORT##*:}" -q 1 -t tasks/word_count \
+  mosquitto_pub -h 127.0.0.1 -p "$MQTT_PORT" -u device -P "$SWARMQ_DEVICE_TOKEN" -q 1 -t tasks/word_count \
     -m "{\"id\":\"restart-$i\",\"task\":\"mapper\",\"args\":[\"word$i\"]}"
 done
 [ "$(metric "$WAITING")" = 50 ] || fail "50 tasks not queued"
@@ -110,8 +129,8 @@ compose start worker >/dev/null 2>&1
 wait_for "the 50 tasks done after the restart" 'test "$(metric "$SUCCESS")" = 50'
 ok "50 queued tasks survived kill -9 of the broker container and ran after it"
 # The dashboard's history lives in the same volume: it kept the earlier runs.
-wait_for "restart-7 in the history" 'test "$(curl -fsS "$HTTP/api/v1/tasks/restart-7" | jq -r .status)" = success'
-retained=$(curl -fsS "$HTTP/api/v1/overview" | jq .history.retained)
+wait_for "restart-7 in the history" 'test "$(curl -fsS "${ADMIN[@]}" "$HTTP/api/v1/tasks/restart-7" | jq -r .status)" = success'
+retained=$(curl -fsS "${ADMIN[@]}" "$HTTP/api/v1/overview" | jq .history.retained)
 [ "$retained" -ge 210000 ] || fail "history kept $retained tasks across the kill, expected the earlier runs' 210,000+"
 curl -fsS "$HTTP/" | grep -q 'src="/app.js"' || fail "no dashboard at $HTTP/"
 ok "dashboard served; its history ($retained tasks) survived kill -9 of the broker container"
@@ -164,17 +183,25 @@ if [ "$swarm_was" = active ] || docker swarm init --advertise-addr 127.0.0.1 >/d
   stack_down() {
     docker stack rm swarmqtest >/dev/null 2>&1 || true
     for _ in $(seq 100); do [ -z "$(docker ps -q --filter label=com.docker.stack.namespace=swarmqtest)" ] && break; sleep 0.2; done
+    for r in admin producer worker device; do docker secret rm "swarmq_${r}_token" >/dev/null 2>&1 || true; done
     [ "$swarm_was" = active ] || docker swarm leave --force >/dev/null 2>&1 || true
   }
-  trap 'stack_down; cleanup; rm -rf "$TLS_DIR"' EXIT
+  trap 'stack_down; cleanup; rm -rf "$TLS_DIR" "$ENV_FILE"' EXIT
   docker node update --label-add swarmq.broker=true "$(docker info -f '{{.Swarm.NodeID}}')" >/dev/null
+  # The documented loop: one Docker secret per identity, from the env file.
+  for r in admin producer worker device; do
+    docker secret rm "swarmq_${r}_token" >/dev/null 2>&1 || true
+    grep "^SWARMQ_$(echo $r | tr a-z A-Z)_TOKEN=" "$ENV_FILE" | cut -d= -f2- | tr -d '\n' |
+      docker secret create "swarmq_${r}_token" - >/dev/null
+  done
   docker stack deploy -c docker-stack.yml swarmqtest >/dev/null
   wait_for "the stack's broker healthy" 'curl -fsS "$HTTP/healthz"'
   wait_for "the stack's workers" 'test "$(metric "$CONSUMERS")" -ge 1'
-  out=$(docker run --rm --network swarmqtest_swarmq swarmq:local \
+  out=$(docker run --rm --network swarmqtest_swarmq \
+    -e SWARMQ_USERNAME=producer -e SWARMQ_PASSWORD="$SWARMQ_PRODUCER_TOKEN" swarmq:local \
     word-count count --url mqtt://broker:1883 --words 2190 /usr/share/swarmq/text/aesop11.txt 2>/dev/null)
   [ "$(echo "$out" | sed -n '1,5p' | paste -sd, -)" = "would 12,which 8,their 8,caught 6,Farmer 6" ] || fail "stack top 5: $out"
-  ok "docker stack deploy: $(metric "$CONSUMERS") workers, word count through the overlay network ($(echo "$out" | tail -1))"
+  ok "docker stack deploy with Docker secrets: $(metric "$CONSUMERS") workers, word count through the overlay network ($(echo "$out" | tail -1))"
 else
   echo "SKIPPED the Swarm part: this engine cannot run swarm mode (docker-stack.yml validated only)"
 fi

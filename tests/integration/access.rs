@@ -296,8 +296,21 @@ async fn a_device_subscribes_and_publishes_only_where_its_role_lets_it() {
         metric(&broker, "swarmq_acl_denied_total{action=\"publish\"} ").await,
         3
     );
+    // The HTTP side: an app identity's token is a viewer's, a device's is none.
+    let (status, _) = Api::with_token(&broker, &token("ops"))
+        .get("/identities")
+        .await;
+    assert_eq!(status, 403, "an app identity may not manage identities");
+    let (status, _) = Api::with_token(&broker, &token("ops")).get("/queues").await;
+    assert_eq!(status, 200, "an app identity views");
+    let (status, _) = Api::with_token(&broker, &token("dev1"))
+        .get("/queues")
+        .await;
+    assert_eq!(status, 401, "a device has no business on the API");
+    let (status, _) = Api::new(&broker).get("/queues").await;
+    assert_eq!(status, 401, "identities close the API");
     // The dashboard's recent denials.
-    let api = Api::new(&broker);
+    let api = Api::with_token(&broker, &token("root"));
     let (status, denials) = api.get("/access/denials").await;
     assert_eq!(status, 200, "{denials}");
     let list = denials["denials"].as_array().expect("a list");
@@ -345,7 +358,7 @@ async fn a_reply_topic_must_be_one_the_requester_may_publish_to() {
         r#"{"id": "bad-reply", "reply_to": "replies/dev2/x"}"#,
     )
     .await;
-    let api = Api::new(&broker);
+    let api = Api::with_token(&broker, &token("root"));
     let record = api
         .get_until("/tasks/bad-reply", |v| v["status"] == "rejected")
         .await;
@@ -429,7 +442,7 @@ async fn only_the_lease_holder_answers_and_the_worker_learns_the_requester() {
         json!({"id": "t1", "result": "forged over 3.1.1"}).to_string(),
     )
     .await;
-    let api = Api::new(&broker);
+    let api = Api::with_token(&broker, &token("root"));
     eventually("the forged answers are counted", || async {
         metric(&broker, "swarmq_acl_denied_total{action=\"other\"} ").await >= 2
     })
@@ -1048,4 +1061,46 @@ async fn the_shell_and_python_workers_and_submit_sh_connect_as_identities() {
         "{r:?}"
     );
     assert_eq!(r.into_result().unwrap(), json!(["Brobdingnag", 1]));
+}
+
+#[tokio::test]
+async fn a_deny_rule_refuses_its_filter_and_keeps_its_topics_from_broad_subscriptions() {
+    // The rule Paho's test_subscribe_failure expects, on the open profile.
+    let broker = TestBroker::start_with_config(
+        "[[auth.acl]]\npermission = \"deny\"\naction = \"subscribe\"\ntopic = \"test/nosubscribe\"\n\
+         [[auth.acl]]\npermission = \"deny\"\naction = \"subscribe\"\ntopic = \"test/legacy\"\nreason_code = \"unspecified_error\"\n",
+        &[],
+    )
+    .await;
+    let mut sub = V5Peer::connect(broker.mqtt, "watcher").await;
+    let (code, reason) = suback_v5(&mut sub, "test/nosubscribe").await;
+    assert_eq!(code, SubscribeReasonCode::NotAuthorized);
+    assert!(reason.is_some_and(|r| r.contains("test/nosubscribe")));
+    // A rule may answer 0x80 instead, for clients that know no other failure.
+    let (code, _) = suback_v5(&mut sub, "test/legacy").await;
+    assert_eq!(code, SubscribeReasonCode::Unspecified);
+    let (code, _) = suback_v5(&mut sub, "#").await;
+    assert_eq!(
+        code,
+        SubscribeReasonCode::Success(QoS::AtLeastOnce),
+        "a broad filter is granted"
+    );
+    let mut v4 = V4Peer::connect(broker.mqtt, "watcher-v4").await;
+    assert_eq!(
+        suback_v4(&mut v4, "test/nosubscribe").await,
+        rumqttc::SubscribeReasonCode::Failure
+    );
+    let mut publisher = V5Peer::connect(broker.mqtt, "pub").await;
+    publisher
+        .publish_acked("test/nosubscribe", "secret", PublishProperties::default())
+        .await;
+    publisher
+        .publish_acked("test/ok", "fine", PublishProperties::default())
+        .await;
+    let first = sub.next_publish().await;
+    assert_eq!(
+        topic(&first),
+        "test/ok",
+        "the denied topic was not delivered"
+    );
 }

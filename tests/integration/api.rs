@@ -29,7 +29,7 @@ impl Api {
         }
     }
 
-    fn with_token(broker: &TestBroker, token: &str) -> Api {
+    pub(crate) fn with_token(broker: &TestBroker, token: &str) -> Api {
         Api {
             token: Some(token.to_string()),
             ..Api::new(broker)

@@ -47,8 +47,16 @@ struct BrokerArgs {
     #[arg(long, env = "SWARMQ_USERNAME")]
     username: Option<String>,
     /// The identity's token or password.
-    #[arg(long, env = "SWARMQ_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SWARMQ_PASSWORD",
+        hide_env_values = true,
+        conflicts_with = "password_file"
+    )]
     password: Option<String>,
+    /// A file holding the token (a Docker secret such as /run/secrets/…).
+    #[arg(long, env = "SWARMQ_PASSWORD_FILE")]
+    password_file: Option<PathBuf>,
     /// PEM client certificate (mqtts:// brokers that authenticate by certificate).
     #[arg(long, env = "SWARMQ_CERT_FILE", requires = "key_file")]
     cert_file: Option<PathBuf>,
@@ -64,7 +72,7 @@ macro_rules! connect_with {
         if let Some(ca) = &$args.ca_file {
             b = b.ca_file(ca);
         }
-        match (&$args.username, &$args.password) {
+        match (&$args.username, $args.password()?) {
             (Some(u), Some(p)) => b = b.credentials(u, p),
             (Some(u), None) => b = b.username(u),
             _ => {}
@@ -77,6 +85,20 @@ macro_rules! connect_with {
 }
 
 impl BrokerArgs {
+    /// The password, given or read from its file.
+    fn password(&self) -> anyhow::Result<Option<String>> {
+        match (&self.password, &self.password_file) {
+            (Some(p), _) => Ok(Some(p.clone())),
+            (None, Some(f)) => {
+                let p = std::fs::read_to_string(f).map_err(|e| {
+                    anyhow::anyhow!("cannot read the password file {}: {e}", f.display())
+                })?;
+                Ok(Some(p.trim().to_string()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
     async fn client(&self) -> anyhow::Result<Client> {
         let builder = connect_with!(Client::builder(&self.url), self);
         Ok(builder.connect().await?)
