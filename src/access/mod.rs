@@ -253,15 +253,25 @@ impl Access {
 
     /// True when anonymous clients may connect.
     pub fn anonymous_allowed(&self) -> bool {
+        self.anonymous_allowed_in(&self.directory())
+    }
+
+    /// [`Access::anonymous_allowed`] for a directory already in hand.
+    pub fn anonymous_allowed_in(&self, directory: &Directory) -> bool {
         self.inner
             .allow_anonymous
-            .unwrap_or_else(|| self.directory().is_empty())
+            .unwrap_or_else(|| directory.is_empty())
     }
 
     /// True in the development profile: anonymous clients may connect and
     /// no identity or rule restricts them.
     pub fn is_open(&self) -> bool {
-        self.anonymous_allowed() && self.directory().is_empty() && self.inner.rules.is_empty()
+        self.is_open_in(&self.directory())
+    }
+
+    /// [`Access::is_open`] for a directory already in hand.
+    pub fn is_open_in(&self, directory: &Directory) -> bool {
+        self.anonymous_allowed_in(directory) && directory.is_empty() && self.inner.rules.is_empty()
     }
 
     /// Rereads the identities file if it changed since the last look; true

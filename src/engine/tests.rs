@@ -880,3 +880,83 @@ fn a_cold_task_loaded_after_its_time_is_delivered_in_the_same_tick() {
     r.at_ms(200_000);
     assert_eq!(delivered_ids(&r.effects()), ["late"]);
 }
+
+#[test]
+fn a_denied_reply_topic_refuses_the_task_and_answers_nowhere() {
+    let r = rig();
+    let only_mine = |t: &str| t.starts_with("replies/dev1/");
+    let outcome = r.engine.submit(Submission {
+        queue: "q",
+        payload: br#"{"id": "t", "reply_to": "replies/dev2/x"}"#,
+        requester: Some("dev1".into()),
+        reply_check: Some(ReplyCheck(&only_mine)),
+        ..Submission::default()
+    });
+    match outcome {
+        SubmitOutcome::Rejected { reason, message } => {
+            assert_eq!(reason, crate::metrics::RejectReason::ReplyTopicDenied);
+            assert!(message.starts_with("reply_topic_denied"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(replies(&r.effects()).is_empty(), "nothing published on the denied topic");
+    // A malformed payload whose reply_to is denied is not answered there either.
+    r.engine.submit(Submission {
+        queue: "q",
+        payload: br#"{"reply_to": "replies/dev2/x", "priority": "high"}"#,
+        reply_check: Some(ReplyCheck(&only_mine)),
+        ..Submission::default()
+    });
+    assert!(replies(&r.effects()).is_empty());
+    // Its own topic is fine, and the requester travels with the task.
+    let outcome = r.engine.submit(Submission {
+        queue: "q",
+        payload: br#"{"id": "ok", "reply_to": "replies/dev1/x"}"#,
+        requester: Some("dev1".into()),
+        reply_check: Some(ReplyCheck(&only_mine)),
+        ..Submission::default()
+    });
+    assert!(matches!(outcome, SubmitOutcome::Accepted), "{outcome:?}");
+    assert_eq!(r.engine.requester_of("ok"), Some(Some("dev1".into())));
+    r.engine.worker_subscribed("w1", 1, 1, "tasks/q");
+    let fx = r.effects();
+    let delivery = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Deliver {
+                payload,
+                user_properties,
+                ..
+            } => Some((payload.clone(), user_properties.clone())),
+            _ => None,
+        })
+        .expect("delivered");
+    let task: Value = serde_json::from_slice(&delivery.0).unwrap();
+    assert_eq!(task["requester"], "dev1");
+    assert!(delivery.1.contains(&(REQUESTER_PROPERTY.into(), "dev1".into())));
+}
+
+#[test]
+fn an_answer_from_a_client_that_does_not_hold_the_task_changes_nothing() {
+    let r = rig();
+    r.submit("q", r#"{"id": "t"}"#);
+    r.engine.worker_subscribed("w1", 1, 1, "tasks/q");
+    assert_eq!(delivered_ids(&r.effects()), ["t"]);
+    let holder_is_w1 = |h: Option<&str>| h == Some("w1");
+    let nobody = |_: Option<&str>| false;
+    let body = json!({"result": "forged"}).to_string();
+    let got = r
+        .engine
+        .answer("w2", Some(HolderCheck(&nobody)), Some(b"t"), body.as_bytes());
+    assert_eq!(got, Answered::NotHolder("t".into()));
+    assert!(replies(&r.effects()).is_empty());
+    assert_eq!(r.engine.in_flight(), 1, "still running");
+    let body = json!({"result": "true"}).to_string();
+    let got = r
+        .engine
+        .answer("w1", Some(HolderCheck(&holder_is_w1)), Some(b"t"), body.as_bytes());
+    assert_eq!(got, Answered::Taken);
+    let out = replies(&r.effects());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["result"], "true");
+}

@@ -125,11 +125,13 @@ impl Guard {
 
     /// Who is behind `session` now.
     pub(super) fn caller(&self, session: &Session) -> Caller {
-        if self.access.is_open() {
+        // One look at the directory per call: this runs on every publish.
+        let directory = self.access.directory();
+        if self.access.is_open_in(&directory) {
             return Caller::Open;
         }
         let anonymous = || {
-            if self.access.anonymous_allowed() {
+            if self.access.anonymous_allowed_in(&directory) {
                 Caller::Anonymous
             } else {
                 Caller::Gone("anonymous".into())
@@ -138,8 +140,8 @@ impl Guard {
         let Some(name) = session.id.username.as_deref() else {
             return anonymous();
         };
-        match self.access.identity(name) {
-            Some(i) if !i.is_revoked() => Caller::Known(i),
+        match directory.get(name) {
+            Some(i) if !i.is_revoked() => Caller::Known(i.clone()),
             // A username let in while the directory was empty: anonymous.
             None if self.was_anonymous(session) => anonymous(),
             _ => Caller::Gone(name.to_string()),
