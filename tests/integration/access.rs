@@ -1104,3 +1104,80 @@ async fn a_deny_rule_refuses_its_filter_and_keeps_its_topics_from_broad_subscrip
         "the denied topic was not delivered"
     );
 }
+
+#[tokio::test]
+async fn the_same_deny_paths_over_mqtt_3_1_1() {
+    let broker = secured("").await;
+    // A device's answer, and a fetch and revoke of another device's task.
+    let mut w1 = V4Peer::connect_with(broker.mqtt, "w1", as_identity_v4("w1")).await;
+    w1.subscribe("$share/g/tasks/mapper").await;
+    crate::support::wait_consumers(&broker, "mapper", 1).await;
+    let mut dev1 = V4Peer::connect_with(broker.mqtt, "dev1", as_identity_v4("dev1")).await;
+    dev1.subscribe("replies/dev1/#").await;
+    dev1.publish(
+        "tasks/mapper",
+        json!({"id": "v4-task", "reply_to": "replies/dev1/r"}).to_string(),
+    )
+    .await;
+    let delivery = w1.next_publish().await;
+    let task: Value = serde_json::from_slice(&delivery.payload).unwrap();
+    assert_eq!(task["requester"], "dev1");
+    let results = task["reply_to"].as_str().unwrap().to_string();
+    // The device's forged answer is acknowledged and dropped.
+    dev1.publish(&results, json!({"id": "v4-task", "result": "forged"}).to_string())
+        .await;
+    let mut dev2 = V4Peer::connect_with(broker.mqtt, "dev2", as_identity_v4("dev2")).await;
+    dev2.subscribe("replies/dev2/#").await;
+    for topic in ["swarmq/history/get", "swarmq/revoke"] {
+        dev2.publish(
+            topic,
+            json!({"id": "v4-task", "reply_to": "replies/dev2/h"}).to_string(),
+        )
+        .await;
+        let answer: Value = serde_json::from_slice(&dev2.next_publish().await.payload).unwrap();
+        assert_eq!(answer["status"], "denied", "{topic}: {answer}");
+    }
+    // The holder's answer is the one result.
+    w1.publish(&results, json!({"id": "v4-task", "result": "true"}).to_string())
+        .await;
+    let result: Value = serde_json::from_slice(&dev1.next_publish().await.payload).unwrap();
+    assert_eq!(result["result"], "true", "{result}");
+
+    // Revocation closes a 3.1.1 connection too.
+    let file = IdentityFile::in_dir(&broker.data_dir.path().join("data"));
+    let t = file
+        .add(
+            NewIdentity {
+                name: "v4late".into(),
+                role: IdentityRole::Device,
+                queues: vec![],
+                password: None,
+                max_connections: None,
+                publish_rate: None,
+            },
+            1,
+        )
+        .unwrap();
+    let tok = t.clone();
+    eventually("v4late connects", || {
+        let tok = tok.clone();
+        let broker = &broker;
+        async move {
+            connack_v4(broker, "v4late", |o| {
+                o.set_credentials("v4late", tok);
+            })
+            .await
+                == rumqttc::ConnectReturnCode::Success
+        }
+    })
+    .await;
+    let mut peer = V4Peer::connect_with(broker.mqtt, "v4late:a", move |o| {
+        o.set_credentials("v4late", t);
+    })
+    .await;
+    file.revoke("v4late", 2).unwrap();
+    within("the 3.1.1 connection closes", async {
+        while peer.rx.recv().await.is_some() {}
+    })
+    .await;
+}
