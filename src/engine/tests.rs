@@ -899,7 +899,10 @@ fn a_denied_reply_topic_refuses_the_task_and_answers_nowhere() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(replies(&r.effects()).is_empty(), "nothing published on the denied topic");
+    assert!(
+        replies(&r.effects()).is_empty(),
+        "nothing published on the denied topic"
+    );
     // A malformed payload whose reply_to is denied is not answered there either.
     r.engine.submit(Submission {
         queue: "q",
@@ -933,7 +936,11 @@ fn a_denied_reply_topic_refuses_the_task_and_answers_nowhere() {
         .expect("delivered");
     let task: Value = serde_json::from_slice(&delivery.0).unwrap();
     assert_eq!(task["requester"], "dev1");
-    assert!(delivery.1.contains(&(REQUESTER_PROPERTY.into(), "dev1".into())));
+    assert!(
+        delivery
+            .1
+            .contains(&(REQUESTER_PROPERTY.into(), "dev1".into()))
+    );
 }
 
 #[test]
@@ -945,16 +952,22 @@ fn an_answer_from_a_client_that_does_not_hold_the_task_changes_nothing() {
     let holder_is_w1 = |h: Option<&str>| h == Some("w1");
     let nobody = |_: Option<&str>| false;
     let body = json!({"result": "forged"}).to_string();
-    let got = r
-        .engine
-        .answer("w2", Some(HolderCheck(&nobody)), Some(b"t"), body.as_bytes());
+    let got = r.engine.answer(
+        "w2",
+        Some(HolderCheck(&nobody)),
+        Some(b"t"),
+        body.as_bytes(),
+    );
     assert_eq!(got, Answered::NotHolder("t".into()));
     assert!(replies(&r.effects()).is_empty());
     assert_eq!(r.engine.in_flight(), 1, "still running");
     let body = json!({"result": "true"}).to_string();
-    let got = r
-        .engine
-        .answer("w1", Some(HolderCheck(&holder_is_w1)), Some(b"t"), body.as_bytes());
+    let got = r.engine.answer(
+        "w1",
+        Some(HolderCheck(&holder_is_w1)),
+        Some(b"t"),
+        body.as_bytes(),
+    );
     assert_eq!(got, Answered::Taken);
     let out = replies(&r.effects());
     assert_eq!(out.len(), 1);

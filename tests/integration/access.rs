@@ -1124,8 +1124,11 @@ async fn the_same_deny_paths_over_mqtt_3_1_1() {
     assert_eq!(task["requester"], "dev1");
     let results = task["reply_to"].as_str().unwrap().to_string();
     // The device's forged answer is acknowledged and dropped.
-    dev1.publish(&results, json!({"id": "v4-task", "result": "forged"}).to_string())
-        .await;
+    dev1.publish(
+        &results,
+        json!({"id": "v4-task", "result": "forged"}).to_string(),
+    )
+    .await;
     let mut dev2 = V4Peer::connect_with(broker.mqtt, "dev2", as_identity_v4("dev2")).await;
     dev2.subscribe("replies/dev2/#").await;
     for topic in ["swarmq/history/get", "swarmq/revoke"] {
@@ -1138,8 +1141,11 @@ async fn the_same_deny_paths_over_mqtt_3_1_1() {
         assert_eq!(answer["status"], "denied", "{topic}: {answer}");
     }
     // The holder's answer is the one result.
-    w1.publish(&results, json!({"id": "v4-task", "result": "true"}).to_string())
-        .await;
+    w1.publish(
+        &results,
+        json!({"id": "v4-task", "result": "true"}).to_string(),
+    )
+    .await;
     let result: Value = serde_json::from_slice(&dev1.next_publish().await.payload).unwrap();
     assert_eq!(result["result"], "true", "{result}");
 

@@ -281,3 +281,98 @@ async fn a_socket_that_never_sends_connect_is_closed_after_the_connect_timeout()
         PubAckReason::Success
     );
 }
+
+/// A CONNECT packet, by hand: version 4 (3.1.1) or 5, clean start, no
+/// credentials.
+fn connect_packet(client_id: &str, version: u8) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', version, 0x02, 0, 30];
+    if version == 5 {
+        body.push(0); // no properties
+    }
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// One client's life: CONNECT (persistent session), CONNACK, SUBSCRIBE as a
+/// worker, then the way it leaves. Returns the CONNACK's return code, and
+/// the socket when it is to stay open.
+async fn connect_once(
+    addr: std::net::SocketAddr,
+    version: u8,
+    send_disconnect: bool,
+    keep_open: bool,
+) -> (u8, Option<tokio::net::TcpStream>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("TCP");
+    s.set_nodelay(true).unwrap();
+    let mut p = connect_packet("rebooting-device", version);
+    p[9] = 0x00; // clean start off: the session persists
+    if version == 5 {
+        // Session Expiry Interval 3600 s in the CONNECT's properties.
+        p[1] += 5;
+        p.splice(12..13, [5u8, 0x11, 0, 0, 0x0e, 0x10]);
+    }
+    s.write_all(&p).await.unwrap();
+    let mut ack = [0u8; 4];
+    if s.read_exact(&mut ack).await.is_err() {
+        return (0xff, None);
+    }
+    if ack[3] == 0 {
+        let filter = b"$share/g/tasks/reboot";
+        let mut sub = vec![0x82, 0, 0, 1];
+        if version == 5 {
+            sub.push(0);
+        }
+        sub.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+        sub.extend_from_slice(filter);
+        sub.push(1);
+        sub[1] = (sub.len() - 2) as u8;
+        let _ = s.write_all(&sub).await;
+        let mut suback = [0u8; 16];
+        let _ = s.read(&mut suback).await;
+    }
+    if send_disconnect {
+        let _ = s.write_all(&[0xE0, 0x00]).await;
+    }
+    (ack[3], keep_open.then_some(s))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reconnects_at_once_with_the_same_id_is_never_refused() {
+    let broker = TestBroker::start().await;
+    // (DISCONNECT sent, socket kept open until the next CONNACK, tries)
+    let orders = [
+        ("DISCONNECT and close", true, false, 1000),
+        ("DISCONNECT, close after the next CONNACK", true, true, 250),
+        ("close without DISCONNECT", false, false, 250),
+        ("takeover of a live connection", false, true, 250),
+    ];
+    for version in [4u8, 5] {
+        for (name, send_disconnect, keep_open, tries) in orders {
+            let mut refused = Vec::new();
+            let mut previous = None;
+            for i in 0..tries {
+                let (code, socket) = within(
+                    "CONNACK",
+                    connect_once(broker.mqtt, version, send_disconnect, keep_open),
+                )
+                .await;
+                drop(std::mem::replace(&mut previous, socket));
+                if code != 0 {
+                    refused.push((i, code));
+                }
+            }
+            println!(
+                "MQTT {version}, {name}: {tries} same-id reconnects, {} refused",
+                refused.len()
+            );
+            assert!(
+                refused.is_empty(),
+                "MQTT {version}, {name}: refused {refused:?}"
+            );
+        }
+    }
+}
