@@ -211,6 +211,8 @@ pub struct MqttSettings {
     pub message_expiry_interval_secs: u64,
     /// TCP_NODELAY on accepted sockets.
     pub tcp_nodelay: bool,
+    /// Longest keep-alive a client may ask for, in seconds.
+    pub max_keep_alive_secs: u16,
     /// A connection that has not completed its CONNECT (and TLS handshake)
     /// within this time is closed, in milliseconds.
     pub connect_timeout_ms: u64,

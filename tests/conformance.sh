@@ -17,7 +17,11 @@ LOG=$(mktemp)
 # subscriptions to test/nosubscribe: one [[auth.acl]] rule, for every client.
 # The v5 suite's codec accepts only 0x80 as a SUBACK failure (MQTT 5 also
 # has 0x87, swarmq's default for denials), so the rule answers 0x80.
+# test_server_keep_alive expects a broker that allows at most 60 s.
 cat >"$DATA/conformance.toml" <<'TOML'
+[mqtt]
+max_keep_alive_secs = 60
+
 [[auth.acl]]
 permission = "deny"
 action = "subscribe"

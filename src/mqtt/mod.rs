@@ -295,6 +295,7 @@ fn listener_builder(mqtt: &MqttSettings, name: &str, addr: SocketAddr) -> Builde
         .name(name)
         .laddr(addr)
         .nodelay(mqtt.tcp_nodelay)
+        .max_keepalive(mqtt.max_keep_alive_secs)
         .handshake_timeout(Duration::from_millis(mqtt.connect_timeout_ms))
         .reuseaddr(Some(true))
         // The access hook decides every connection, anonymous ones included.

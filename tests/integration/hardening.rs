@@ -376,3 +376,85 @@ async fn a_client_that_reconnects_at_once_with_the_same_id_is_never_refused() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_forwarded_message_carries_a_message_expiry_interval_only_when_its_publisher_set_one() {
+    let broker = TestBroker::start().await;
+    let mut sub = V5Peer::connect(broker.mqtt, "expiry-sub").await;
+    sub.subscribe("plain/#").await;
+    let mut publisher = V5Peer::connect(broker.mqtt, "expiry-pub").await;
+    publisher
+        .publish_acked("plain/none", "x", PublishProperties::default())
+        .await;
+    let got = sub.next_publish().await;
+    assert_eq!(
+        got.properties.and_then(|p| p.message_expiry_interval),
+        None,
+        "the broker's own default (mqtt.message_expiry_interval_secs) is not announced"
+    );
+    publisher
+        .publish_acked(
+            "plain/set",
+            "y",
+            PublishProperties {
+                message_expiry_interval: Some(60),
+                ..PublishProperties::default()
+            },
+        )
+        .await;
+    let got = sub.next_publish().await;
+    let left = got.properties.and_then(|p| p.message_expiry_interval);
+    assert!(left.is_some_and(|s| (58..=60).contains(&s)), "{left:?}");
+}
+
+#[tokio::test]
+async fn the_longest_keep_alive_is_announced_to_mqtt_5_and_enforced_on_3_1_1() {
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
+    let broker = TestBroker::start_with(&[("mqtt.max_keep_alive_secs", "60")]).await;
+    let connack = |keep_alive: u64| {
+        let addr = broker.mqtt;
+        async move {
+            let mut opts =
+                rumqttc::v5::MqttOptions::new("ka-5", addr.ip().to_string(), addr.port());
+            opts.set_keep_alive(std::time::Duration::from_secs(keep_alive));
+            let (_c, mut ev) = rumqttc::v5::AsyncClient::new(opts, 4);
+            loop {
+                match ev.poll().await {
+                    Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(a))) => return a,
+                    Ok(_) => {}
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        }
+    };
+    let ack = within("CONNACK", connack(120)).await;
+    assert_eq!(ack.code, ConnectReturnCode::Success);
+    assert_eq!(ack.properties.and_then(|p| p.server_keep_alive), Some(60));
+    let ack = within("CONNACK", connack(30)).await;
+    assert_eq!(ack.properties.and_then(|p| p.server_keep_alive), Some(30));
+    // 3.1.1 cannot be told: asking for more than the limit is refused.
+    let v4 = |keep_alive: u64| {
+        let addr = broker.mqtt;
+        async move {
+            let mut opts = rumqttc::MqttOptions::new("ka-4", addr.ip().to_string(), addr.port());
+            opts.set_keep_alive(std::time::Duration::from_secs(keep_alive));
+            let (_c, mut ev) = rumqttc::AsyncClient::new(opts, 4);
+            loop {
+                match ev.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a))) => return Ok(a.code),
+                    Ok(_) => {}
+                    Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return Ok(code),
+                    Err(e) => return Err(format!("{e:?}")),
+                }
+            }
+        }
+    };
+    assert_eq!(
+        within("CONNACK", v4(30)).await,
+        Ok(rumqttc::ConnectReturnCode::Success)
+    );
+    assert_ne!(
+        within("CONNACK", v4(120)).await,
+        Ok(rumqttc::ConnectReturnCode::Success)
+    );
+}

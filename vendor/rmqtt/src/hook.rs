@@ -1065,10 +1065,11 @@ impl Hook for DefaultHook {
             return MessageExpiryCheckResult::Expiry;
         }
 
-        let expiry_interval = publish
+        let own_interval = publish
             .properties
             .as_ref()
-            .and_then(|p| p.message_expiry_interval.map(|i| i.get() as i64 * 1000))
+            .and_then(|p| p.message_expiry_interval.map(|i| i.get() as i64 * 1000));
+        let expiry_interval = own_interval
             .unwrap_or_else(|| self.s.listen_cfg().message_expiry_interval.as_millis() as i64);
 
         log::debug!("{:?} expiry_interval: {:?}", self.s.id, expiry_interval);
@@ -1077,6 +1078,12 @@ impl Hook for DefaultHook {
         }
         let remaining = timestamp_millis() - publish.create_time.unwrap_or_else(timestamp_millis);
         if remaining < expiry_interval {
+            // swarmq patch: only a message published with a Message Expiry Interval is
+            // forwarded with one (MQTT 5 3.3.2.3.3: absent, the message does not expire
+            // for its receiver). The listener's default still drops it here once old.
+            if own_interval.is_none() {
+                return MessageExpiryCheckResult::Remaining(None);
+            }
             return MessageExpiryCheckResult::Remaining(NonZeroU32::new(
                 ((expiry_interval - remaining) / 1000) as u32,
             ));
