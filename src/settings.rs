@@ -213,6 +213,8 @@ pub struct MqttSettings {
     pub tcp_nodelay: bool,
     /// Longest keep-alive a client may ask for, in seconds.
     pub max_keep_alive_secs: u16,
+    /// MQTT 5 topic aliases per connection, each way.
+    pub max_topic_aliases: u16,
     /// A connection that has not completed its CONNECT (and TLS handshake)
     /// within this time is closed, in milliseconds.
     pub connect_timeout_ms: u64,

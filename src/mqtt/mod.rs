@@ -296,6 +296,7 @@ fn listener_builder(mqtt: &MqttSettings, name: &str, addr: SocketAddr) -> Builde
         .laddr(addr)
         .nodelay(mqtt.tcp_nodelay)
         .max_keepalive(mqtt.max_keep_alive_secs)
+        .max_topic_aliases(mqtt.max_topic_aliases)
         .handshake_timeout(Duration::from_millis(mqtt.connect_timeout_ms))
         .reuseaddr(Some(true))
         // The access hook decides every connection, anonymous ones included.

@@ -458,3 +458,33 @@ async fn the_longest_keep_alive_is_announced_to_mqtt_5_and_enforced_on_3_1_1() {
         Ok(rumqttc::ConnectReturnCode::Success)
     );
 }
+
+#[tokio::test]
+async fn the_broker_shortens_repeated_topics_with_aliases_when_the_client_allows_them() {
+    let broker = TestBroker::start().await;
+    let mut sub = V5Peer::connect_with(broker.mqtt, "alias-sub", |o| {
+        o.set_topic_alias_max(Some(4));
+    })
+    .await;
+    sub.subscribe("alias/long/topic/name").await;
+    let mut publisher = V5Peer::connect(broker.mqtt, "alias-pub").await;
+    for body in ["one", "two"] {
+        publisher
+            .publish_acked("alias/long/topic/name", body, PublishProperties::default())
+            .await;
+    }
+    let first = sub.next_publish().await;
+    let second = sub.next_publish().await;
+    let alias = first.properties.as_ref().and_then(|p| p.topic_alias);
+    assert!(
+        alias.is_some(),
+        "the first message sets an alias: {:?}",
+        first.properties
+    );
+    assert_eq!(topic(&first), "alias/long/topic/name");
+    assert_eq!(
+        second.properties.as_ref().and_then(|p| p.topic_alias),
+        alias
+    );
+    assert!(second.topic.is_empty(), "the second carries only the alias");
+}

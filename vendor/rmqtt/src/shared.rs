@@ -486,17 +486,13 @@ impl Entry for LockEntry {
                         log::debug!("{:?} kicked, from {:?}", self.id, self.session().map(|s| s.id.clone()));
                     }
                     Ok(Err(e)) => {
-                        // swarmq patch: the old session dropped the reply because it is
-                        // already ending (its client sent DISCONNECT or closed a moment
-                        // ago): it is as good as kicked. Upstream refused the new
-                        // connection here (CONNACK 3 / 0x88), which devices that
-                        // reconnect right after a DISCONNECT hit.
-                        log::debug!(
-                            "{:?} kick, recv result is {:?} (the old session is ending), from {:?}",
+                        log::warn!(
+                            "{:?} kick, recv result is {:?}, from {:?}",
                             self.id,
                             e,
                             self.session().map(|s| s.id.clone())
                         );
+                        return Err(anyhow!(format!("recv kick result is {:?}", e)));
                     }
                     Err(_) => {
                         log::warn!(
