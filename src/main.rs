@@ -361,6 +361,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         )
         .init();
 
+    raise_fd_limit();
     let mut sources = Sources::from_process_env();
     sources.file = args.config;
     if let Some(v) = args.mqtt_listen {
@@ -399,6 +400,25 @@ fn serve(args: ServeArgs) -> ExitCode {
             eprintln!("swarmq: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit and logs both: MQTT
+/// and HTTP connections share it, and distributions' soft default (1,024)
+/// is far below what one broker serves.
+fn raise_fd_limit() {
+    let before = rlimit::Resource::NOFILE.get().ok();
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => {
+            let hard = before.map_or(soft, |(_, h)| h);
+            tracing::info!(
+                soft_before = before.map_or(0, |(s, _)| s),
+                soft = soft,
+                hard = hard,
+                "open file limit"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
     }
 }
 

@@ -488,3 +488,39 @@ async fn the_broker_shortens_repeated_topics_with_aliases_when_the_client_allows
     );
     assert!(second.topic.is_empty(), "the second carries only the alias");
 }
+
+#[tokio::test]
+async fn the_broker_raises_its_open_file_limit_to_the_hard_limit_and_logs_both() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = crate::support::ChildGuard::new(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -Sn 256 && exec {} serve --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir {}",
+                env!("CARGO_BIN_EXE_swarmq"),
+                dir.path().join("data").display()
+            ))
+            .env("SWARMQ_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("broker"),
+    );
+    let stdout = child.stdout().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("open file limit"))
+    });
+    let line = within("the limit logged", line).await.unwrap().expect("a log line");
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    assert_eq!(field("soft_before"), 256, "{line}");
+    assert_eq!(field("soft"), field("hard"), "{line}");
+    println!("{line}");
+}

@@ -480,6 +480,11 @@ impl ChildGuard {
     pub fn group_leader(child: std::process::Child) -> ChildGuard {
         ChildGuard { child, group: true }
     }
+
+    /// Takes the child's piped standard output.
+    pub fn stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.stdout.take()
+    }
 }
 
 impl Drop for ChildGuard {

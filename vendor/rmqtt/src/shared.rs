@@ -486,13 +486,19 @@ impl Entry for LockEntry {
                         log::debug!("{:?} kicked, from {:?}", self.id, self.session().map(|s| s.id.clone()));
                     }
                     Ok(Err(e)) => {
-                        log::warn!(
-                            "{:?} kick, recv result is {:?}, from {:?}",
+                        // swarmq patch: the old session dropped the reply because it has
+                        // ended (its client sent DISCONNECT with no session to keep, or its
+                        // session expired) before it read the kick: no session exists any
+                        // more. Upstream refused the new connection here (CONNACK 3 / 0x88),
+                        // which a client reconnecting right after DISCONNECT hits.
+                        log::debug!(
+                            "{:?} kick, recv result is {:?}: the old session has ended, from {:?}",
                             self.id,
                             e,
                             self.session().map(|s| s.id.clone())
                         );
-                        return Err(anyhow!(format!("recv kick result is {:?}", e)));
+                        let _ = self._remove(true).await;
+                        return Ok(OfflineSession::NotExist);
                     }
                     Err(_) => {
                         log::warn!(
