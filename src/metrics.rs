@@ -53,6 +53,8 @@ pub const HISTORY_DROPPED: &str = "swarmq_history_events_dropped_total";
 
 /// Publishes, subscriptions and other requests refused by the access layer, by action.
 pub const ACL_DENIED: &str = "swarmq_acl_denied_total";
+/// HTTP connections closed on arrival because `http.max_connections` were open.
+pub const HTTP_REFUSED: &str = "swarmq_http_connections_refused_total";
 /// Connections refused for their credentials or client id.
 pub const AUTH_FAILURES: &str = "swarmq_auth_failures_total";
 

@@ -251,6 +251,12 @@ impl MqttSettings {
 pub struct HttpSettings {
     /// Listener address.
     pub listen: SocketAddr,
+    /// Most HTTP connections at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// A request whose headers have not all arrived by then is dropped, in milliseconds.
+    pub header_timeout_ms: u64,
+    /// A request body that has not all arrived by then is answered 408, in milliseconds.
+    pub body_timeout_ms: u64,
 }
 
 /// `[store]`: the durable queue store.

@@ -13,7 +13,7 @@ mod identities;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -63,6 +63,8 @@ struct HttpState {
     ctx: Arc<HttpContext>,
     /// True while the broker accepts connections; `/healthz` reports it.
     serving: Arc<AtomicBool>,
+    /// HTTP connections closed on arrival at `http.max_connections`.
+    refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The bound HTTP listener, ready to serve.
@@ -93,10 +95,20 @@ impl HttpServer {
     }
 
     /// Serves until `token` is cancelled.
+    ///
+    /// Its own accept loop rather than `axum::serve`, for three limits a
+    /// hostile client would otherwise find missing: at most
+    /// `http.max_connections` at once (beyond, a connection is closed as it
+    /// arrives), `http.header_timeout_ms` to send a request's headers, and
+    /// `http.body_timeout_ms` to send its body. A slowloris client holds a
+    /// socket for seconds, not forever, and never more than the cap.
     pub async fn run(self, ctx: HttpContext, serving: Arc<AtomicBool>, token: CancellationToken) {
+        let limits = ctx.settings.http.clone();
+        let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let state = HttpState {
             ctx: Arc::new(ctx),
             serving,
+            refused: refused.clone(),
         };
         let app = Router::new()
             .route("/", get(dashboard_page))
@@ -105,13 +117,53 @@ impl HttpServer {
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
             .nest("/api/v1", api::router())
+            .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                Duration::from_millis(limits.body_timeout_ms),
+            ))
             .with_state(state);
-        let res = axum::serve(self.listener, app)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await;
-        if let Err(e) = res {
-            tracing::error!(error = %e, "HTTP server failed");
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+        let connections = tokio_util::task::TaskTracker::new();
+        let header_timeout = Duration::from_millis(limits.header_timeout_ms);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors, most likely: wait, do not spin.
+                        tracing::warn!(error = %e, "HTTP accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = token.cancelled() => break,
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                refused.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "HTTP connection over http.max_connections; closed");
+                drop(stream);
+                continue;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let token = token.clone();
+            connections.spawn(async move {
+                let _slot = slot;
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = token.cancelled() => {
+                        // Finish the request in progress, then close.
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
         }
+        connections.close();
+        connections.wait().await;
     }
 }
 
@@ -173,6 +225,14 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         history_dropped: ctx.history_backlog.dropped(),
     };
     Metrics::render_activity(&mut body, &view);
+    let _ = std::fmt::Write::write_fmt(
+        &mut body,
+        format_args!(
+            "# HELP {name} HTTP connections closed on arrival at http.max_connections.\n# TYPE {name} counter\n{name} {}\n",
+            state.refused.load(Ordering::Relaxed),
+            name = crate::metrics::HTTP_REFUSED
+        ),
+    );
     let f = ctx.access.figures();
     Metrics::render_denials(
         &mut body,

@@ -513,7 +513,10 @@ async fn the_broker_raises_its_open_file_limit_to_the_hard_limit_and_logs_both()
             .map_while(Result::ok)
             .find(|l| l.contains("open file limit"))
     });
-    let line = within("the limit logged", line).await.unwrap().expect("a log line");
+    let line = within("the limit logged", line)
+        .await
+        .unwrap()
+        .expect("a log line");
     let field = |name: &str| -> u64 {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(&format!("{name}=")))
@@ -523,4 +526,51 @@ async fn the_broker_raises_its_open_file_limit_to_the_hard_limit_and_logs_both()
     assert_eq!(field("soft_before"), 256, "{line}");
     assert_eq!(field("soft"), field("hard"), "{line}");
     println!("{line}");
+}
+
+#[tokio::test]
+async fn slow_http_clients_are_cut_off_and_capped_and_healthz_keeps_answering() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = TestBroker::start_with(&[
+        ("http.max_connections", "20"),
+        ("http.header_timeout_ms", "500"),
+    ])
+    .await;
+    // 50 slowloris clients: half a request's headers, then nothing.
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut s = tokio::net::TcpStream::connect(broker.http).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: swarmq\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    let started = std::time::Instant::now();
+    // Every one of them is closed: 30 at once (over the cap), 20 after the
+    // header timeout.
+    for s in &mut slow {
+        let mut buf = [0u8; 256];
+        let closed = within("the slow connection is closed", async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) => {} // a 408 before the close is fine
+                }
+            }
+        })
+        .await;
+        assert!(closed);
+    }
+    let took = started.elapsed();
+    println!("50 slowloris connections closed within {took:?}");
+    // And the port serves again at once.
+    let (status, body) = broker.http_get("/healthz").await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let (_, metrics) = broker.http_get("/metrics").await;
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("swarmq_http_connections_refused_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the refusal counter");
+    assert!(refused >= 30, "{refused} refused at the cap");
 }
