@@ -574,3 +574,49 @@ async fn slow_http_clients_are_cut_off_and_capped_and_healthz_keeps_answering() 
         .expect("the refusal counter");
     assert!(refused >= 30, "{refused} refused at the cap");
 }
+
+#[tokio::test]
+async fn an_mqtt_5_client_is_told_why_it_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = TestBroker::start().await;
+    let read_until_eof = |mut s: tokio::net::TcpStream| async move {
+        let mut all = Vec::new();
+        let _ = within("the connection closes", s.read_to_end(&mut all)).await;
+        all
+    };
+    // A PUBLISH with Topic Alias 0, which MQTT 5 forbids (3.3.2.3.4).
+    let mut s = tokio::net::TcpStream::connect(broker.mqtt).await.unwrap();
+    s.write_all(&connect_packet("alias-zero", 5)).await.unwrap();
+    let mut ack = [0u8; 5];
+    s.read_exact(&mut ack[..2]).await.unwrap();
+    let mut rest = vec![0u8; ack[1] as usize];
+    s.read_exact(&mut rest).await.unwrap();
+    // QoS 0 PUBLISH "t", properties: Topic Alias (0x23) = 0.
+    s.write_all(&[0x30, 0x07, 0x00, 0x01, b't', 0x03, 0x23, 0x00, 0x00])
+        .await
+        .unwrap();
+    let tail = read_until_eof(s).await;
+    assert_eq!(
+        tail.first(),
+        Some(&0xE0),
+        "a DISCONNECT before the close: {tail:02x?}"
+    );
+    println!(
+        "DISCONNECT reason code {:#04x}",
+        tail.get(2).copied().unwrap_or(0)
+    );
+
+    // A session taken over by a new connection with its client id.
+    let mut old = tokio::net::TcpStream::connect(broker.mqtt).await.unwrap();
+    old.write_all(&connect_packet("taken-over", 5))
+        .await
+        .unwrap();
+    let mut head = [0u8; 2];
+    old.read_exact(&mut head).await.unwrap();
+    let mut rest = vec![0u8; head[1] as usize];
+    old.read_exact(&mut rest).await.unwrap();
+    let _new = V5Peer::connect(broker.mqtt, "taken-over").await;
+    let tail = read_until_eof(old).await;
+    assert_eq!(tail.first(), Some(&0xE0), "{tail:02x?}");
+    assert_eq!(tail.get(2), Some(&0x8E), "Session taken over: {tail:02x?}");
+}

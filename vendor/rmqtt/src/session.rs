@@ -206,6 +206,26 @@ impl SessionState {
             }
             Err(reason) => {
                 log::debug!("{} Reason: {}", self.id, reason);
+                // swarmq patch: tell an MQTT 5 client why it is being disconnected
+                // while the connection can still carry it. Upstream builds this
+                // DISCONNECT only after closing the sink below, so it never left.
+                if let Sink::V5(s) = &mut sink {
+                    let gone = matches!(
+                        reason,
+                        Reason::ConnectDisconnect(_)
+                            | Reason::ConnectReadWriteError
+                            | Reason::ConnectReadWriteTimeout
+                            | Reason::ConnectRemoteClose
+                    );
+                    if !gone {
+                        let d = v5::Disconnect {
+                            reason_code: reason.to_reason_code(),
+                            reason_string: Some(reason.to_string().into()),
+                            ..Default::default()
+                        };
+                        let _ = tokio::time::timeout(Duration::from_secs(1), s.send_disconnect(d)).await;
+                    }
+                }
                 let _ = self.disconnected_reason_add(reason).await;
             }
         }

@@ -2569,7 +2569,9 @@ impl ToReasonCode for Reason {
                 if *is_admin {
                     DisconnectReasonCode::AdministrativeAction
                 } else {
-                    DisconnectReasonCode::NotAuthorized
+                    // swarmq patch: a connection kicked by a new one with its client id
+                    // is "Session taken over" (MQTT 5 3.14.2.1), not "Not authorized".
+                    DisconnectReasonCode::SessionTakenOver
                 }
             }
             Reason::HandshakeRateExceeded => DisconnectReasonCode::ConnectionRateExceeded,
