@@ -605,6 +605,11 @@ async fn an_mqtt_5_client_is_told_why_it_is_disconnected() {
         "DISCONNECT reason code {:#04x}",
         tail.get(2).copied().unwrap_or(0)
     );
+    // The same client id connects again at once, as Paho's test does.
+    let started = std::time::Instant::now();
+    let again = V5Peer::connect(broker.mqtt, "alias-zero").await;
+    println!("reconnected after {:?}", started.elapsed());
+    drop(again);
 
     // A session taken over by a new connection with its client id.
     let mut old = tokio::net::TcpStream::connect(broker.mqtt).await.unwrap();
