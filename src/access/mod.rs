@@ -158,6 +158,8 @@ struct Inner {
     directory: RwLock<Arc<Directory>>,
     stamp: Mutex<registry::Stamp>,
     rules: Vec<AclRule>,
+    /// Some rule can refuse a delivery (fixed with the rules at start).
+    checks_deliveries: bool,
     allow_anonymous: Option<bool>,
     failures: limits::FailureTracker,
     buckets: DashMap<String, limits::RateBucket>,
@@ -218,6 +220,7 @@ impl Access {
                 declared,
                 directory: RwLock::new(Arc::new(directory)),
                 stamp: Mutex::new(stamp),
+                checks_deliveries: acl::has_subscribe_denials(&rules),
                 rules,
                 allow_anonymous: settings.allow_anonymous,
                 failures: limits::FailureTracker::default(),
@@ -477,14 +480,7 @@ impl Access {
     /// May `who` publish to `topic`? A denial is noted.
     pub fn may_publish(&self, who: Who<'_>, addr: Option<IpAddr>, topic: &str) -> Verdict {
         let verdict = acl::may_publish(&self.inner.rules, who, topic);
-        if let Some(reason) = verdict.reason() {
-            let reason = reason.to_string();
-            self.inner
-                .counters
-                .denied_publish
-                .fetch_add(1, Ordering::Relaxed);
-            self.note_for(who, addr, "publish", Some(topic), reason.clone());
-        }
+        self.count_denial(&verdict, Action::Publish, who, addr, topic);
         verdict
     }
 
@@ -497,20 +493,33 @@ impl Access {
     /// May `who` subscribe to `filter`? A denial is noted.
     pub fn may_subscribe(&self, who: Who<'_>, addr: Option<IpAddr>, filter: &str) -> Verdict {
         let verdict = acl::may_subscribe(&self.inner.rules, who, filter);
-        if let Some(reason) = verdict.reason() {
-            let reason = reason.to_string();
-            self.inner
-                .counters
-                .denied_subscribe
-                .fetch_add(1, Ordering::Relaxed);
-            self.note_for(who, addr, "subscribe", Some(filter), reason.clone());
-        }
+        self.count_denial(&verdict, Action::Subscribe, who, addr, filter);
         verdict
+    }
+
+    /// Counts and notes `verdict` when it is a denial of `action` on `topic`.
+    fn count_denial(
+        &self,
+        verdict: &Verdict,
+        action: Action,
+        who: Who<'_>,
+        addr: Option<IpAddr>,
+        topic: &str,
+    ) {
+        let Some(reason) = verdict.reason() else {
+            return;
+        };
+        let counter = match action {
+            Action::Publish => &self.inner.counters.denied_publish,
+            Action::Subscribe => &self.inner.counters.denied_subscribe,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.note_for(who, addr, action.as_str(), Some(topic), reason.to_string());
     }
 
     /// True when deliveries must be checked with [`Access::may_receive`].
     pub fn checks_deliveries(&self) -> bool {
-        acl::has_subscribe_denials(&self.inner.rules)
+        self.inner.checks_deliveries
     }
 
     /// May a message on `topic` be delivered to `who`?

@@ -18,8 +18,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::PasswordHash;
 use dashmap::DashMap;
 
 use crate::access::{Access, Identity, IdentityRole};
@@ -146,13 +145,7 @@ impl Auth {
             },
             (None, None) => (self.decoy_hash.as_str(), None, false),
         };
-        let ok = PasswordHash::new(hash)
-            .map(|h| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
-            .unwrap_or(false);
+        let ok = crate::access::identity::verify_password(hash, password);
         // An admin or app identity may also log in with its machine token.
         let by_token = !ok
             && !self.users.contains_key(name)
@@ -257,20 +250,9 @@ fn dashboard_role(identity: &Identity) -> Option<Role> {
     }
 }
 
-/// Hashes `password` as an argon2id PHC string with a random salt.
-///
-/// # Errors
-///
-/// Fails only when the OS has no randomness to give.
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| e.to_string())?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
-}
+/// Hashes `password` as an argon2id PHC string with a random salt (the
+/// access layer's, so users and identities share one scheme).
+pub use crate::access::identity::hash_password;
 
 /// 32 random bytes, hex.
 fn random_token() -> Option<String> {

@@ -18,7 +18,7 @@ use super::HttpState;
 use super::api::{Admin, ApiError, ApiResult};
 use super::auth::Caller;
 use crate::access::registry::NewIdentity;
-use crate::access::{Identity, IdentityRole, Origin, RegistryError};
+use crate::access::{Identity, IdentityFile, IdentityRole, Origin, RegistryError};
 use crate::engine::now_us;
 
 fn identity_json(i: &Identity, live: u32, last_seen_us: Option<u64>) -> Value {
@@ -50,11 +50,21 @@ fn registry_error(e: RegistryError) -> ApiError {
     }
 }
 
-/// Applies a change made through the file at once.
-fn reload(state: &HttpState) {
+/// Runs `change` on the identities file off the async threads (argon2 for
+/// a password, the file's fsync), then applies it at once.
+async fn change_file<T: Send + 'static>(
+    state: &HttpState,
+    change: impl FnOnce(&IdentityFile) -> Result<T, RegistryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let file = state.ctx.access.file().clone();
+    let out = tokio::task::spawn_blocking(move || change(&file))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(registry_error)?;
     if let Err(e) = state.ctx.access.reload_if_changed() {
         tracing::error!(error = %e, "cannot reread the identities after a change");
     }
+    Ok(out)
 }
 
 fn refuse_declared(state: &HttpState, name: &str) -> Result<(), ApiError> {
@@ -114,7 +124,6 @@ pub(super) async fn add(
         ))
     })?;
     refuse_declared(&state, &body.name)?;
-    let file = state.ctx.access.file().clone();
     let new = NewIdentity {
         name: body.name.clone(),
         role,
@@ -123,12 +132,7 @@ pub(super) async fn add(
         max_connections: body.max_connections,
         publish_rate: body.publish_rate,
     };
-    // argon2 (for a password) and the file's fsync: off the async threads.
-    let token = tokio::task::spawn_blocking(move || file.add(new, now_us()))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(registry_error)?;
-    reload(&state);
+    let token = change_file(&state, move |file| file.add(new, now_us())).await?;
     tracing::info!(identity = %body.name, role = role.as_str(), user = ?caller.user, "identity added through the API");
     Ok((
         StatusCode::CREATED,
@@ -143,13 +147,8 @@ pub(super) async fn rotate(
     Path(name): Path<String>,
 ) -> ApiResult {
     refuse_declared(&state, &name)?;
-    let file = state.ctx.access.file().clone();
     let n = name.clone();
-    let token = tokio::task::spawn_blocking(move || file.rotate(&n))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(registry_error)?;
-    reload(&state);
+    let token = change_file(&state, move |file| file.rotate(&n)).await?;
     tracing::info!(identity = %name, user = ?caller.user, "identity token rotated through the API");
     Ok(Json(json!({"name": name, "token": token})).into_response())
 }
@@ -160,13 +159,8 @@ pub(super) async fn revoke(
     Path(name): Path<String>,
 ) -> ApiResult {
     refuse_declared(&state, &name)?;
-    let file = state.ctx.access.file().clone();
     let n = name.clone();
-    tokio::task::spawn_blocking(move || file.revoke(&n, now_us()))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(registry_error)?;
-    reload(&state);
+    change_file(&state, move |file| file.revoke(&n, now_us())).await?;
     tracing::info!(identity = %name, user = ?caller.user, "identity revoked through the API");
     Ok(Json(json!({"name": name, "status": "revoked"})).into_response())
 }

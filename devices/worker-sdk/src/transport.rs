@@ -54,6 +54,46 @@ impl ConnectSettings {
     }
 }
 
+/// The builder methods of [`ConnectSettings`], shared by `ClientBuilder` and
+/// `WorkerBuilder` (each has a `connect: ConnectSettings` field).
+macro_rules! connect_settings_methods {
+    () => {
+        /// PEM file of the CA that signed the broker's certificate, for
+        /// `mqtts://` addresses (default: the system's trusted roots).
+        pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+            self.connect.ca_file = Some(path.into());
+            self
+        }
+
+        /// Connects as an identity: its name and token (or password). The
+        /// default client id is then `<username>:<random>`, as the broker asks.
+        pub fn credentials(
+            mut self,
+            username: impl Into<String>,
+            password: impl Into<String>,
+        ) -> Self {
+            self.connect.username = Some(username.into());
+            self.connect.password = Some(password.into());
+            self
+        }
+
+        /// Connects as an identity named `username` without a password, proving
+        /// it with a TLS client certificate (see [`Self::client_cert`]).
+        pub fn username(mut self, username: impl Into<String>) -> Self {
+            self.connect.username = Some(username.into());
+            self
+        }
+
+        /// A PEM client certificate and its private key, for `mqtts://` brokers
+        /// that authenticate clients by certificate (its CN names the identity).
+        pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+            self.connect.client_cert = Some((cert.into(), key.into()));
+            self
+        }
+    };
+}
+pub(crate) use connect_settings_methods;
+
 /// The connection a worker or client opens: TLS settings are checked (and
 /// the CA file read) when it is built, so a bad file fails at start.
 #[derive(Clone)]
