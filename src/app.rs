@@ -321,5 +321,10 @@ fn engine_config(settings: &Settings) -> EngineConfig {
             .keys()
             .map(|name| (name.clone(), limits(settings.queue_limits(name))))
             .collect(),
+        workflow_limits: crate::engine::WorkflowLimits {
+            max_bytes: settings.workflows.max_bytes,
+            max_members: settings.workflows.max_members,
+            max_depth: settings.workflows.max_depth,
+        },
     }
 }

@@ -14,6 +14,10 @@ use swarmq_worker::wire::Status;
 pub const TASKS_SUBMITTED: &str = "swarmq_tasks_submitted_total";
 /// Tasks finished, by final status.
 pub const TASKS_FINISHED: &str = "swarmq_tasks_finished_total";
+/// Workflows accepted.
+pub const WORKFLOWS_SUBMITTED: &str = "swarmq_workflows_submitted_total";
+/// Workflows finished, by final status.
+pub const WORKFLOWS_FINISHED: &str = "swarmq_workflows_finished_total";
 /// Submissions refused (bad input, full or unknown queue), by reason.
 pub const TASKS_REJECTED: &str = "swarmq_tasks_rejected_total";
 /// Tasks handed to a worker again after a worker vanished or a lease expired.
@@ -152,6 +156,8 @@ const LATENCY_BUCKETS_S: [f64; 14] = [
 pub struct Metrics {
     submitted: AtomicU64,
     finished: [AtomicU64; 5],
+    workflows_submitted: AtomicU64,
+    workflows_finished: [AtomicU64; 5],
     rejected: [AtomicU64; 8],
     redelivered: AtomicU64,
     retried: AtomicU64,
@@ -182,6 +188,17 @@ impl Metrics {
     /// Counts an accepted task.
     pub fn task_submitted(&self) {
         self.submitted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an accepted workflow.
+    pub fn workflow_submitted(&self) {
+        self.workflows_submitted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a finished workflow.
+    pub fn workflow_finished(&self, status: Status) {
+        let idx = STATUSES.iter().position(|s| *s == status).unwrap_or(0);
+        self.workflows_finished[idx].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a finished task and, when known, its submission-to-result latency.
@@ -363,6 +380,26 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "{TASKS_FINISHED}{{status=\"{}\"}} {}",
+                status.as_str(),
+                load(n)
+            );
+        }
+
+        counter(&mut out, WORKFLOWS_SUBMITTED, "Workflows accepted.");
+        let _ = writeln!(
+            out,
+            "{WORKFLOWS_SUBMITTED} {}",
+            load(&self.workflows_submitted)
+        );
+        counter(
+            &mut out,
+            WORKFLOWS_FINISHED,
+            "Workflows finished, by final status.",
+        );
+        for (status, n) in STATUSES.iter().zip(&self.workflows_finished) {
+            let _ = writeln!(
+                out,
+                "{WORKFLOWS_FINISHED}{{status=\"{}\"}} {}",
                 status.as_str(),
                 load(n)
             );

@@ -45,6 +45,20 @@ pub struct Settings {
     /// Declared schedules.
     #[serde(default)]
     pub schedules: Vec<ScheduleSettings>,
+    /// Workflow limits.
+    pub workflows: WorkflowSettings,
+}
+
+/// `[workflows]`: the bounds of one workflow submitted to `swarmq/workflows`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowSettings {
+    /// Largest submission, in bytes (at most `mqtt.max_packet_size_bytes`).
+    pub max_bytes: usize,
+    /// Most member tasks (chunk tasks count one each).
+    pub max_members: usize,
+    /// Deepest nesting of chain, group, chord and chunks.
+    pub max_depth: usize,
 }
 
 /// `[[schedules]]`: a task submitted on a fixed interval or a cron expression.
@@ -490,6 +504,20 @@ impl Settings {
                 "tasks.max_payload_bytes",
                 "must be between 1 and mqtt.max_packet_size_bytes",
             );
+        }
+        if self.workflows.max_bytes == 0
+            || self.workflows.max_bytes > self.mqtt.max_packet_size_bytes as usize
+        {
+            return invalid(
+                "workflows.max_bytes",
+                "must be between 1 and mqtt.max_packet_size_bytes",
+            );
+        }
+        if self.workflows.max_members == 0 {
+            return invalid("workflows.max_members", "must be at least 1");
+        }
+        if !(1..=256).contains(&self.workflows.max_depth) {
+            return invalid("workflows.max_depth", "must be between 1 and 256");
         }
         if self.tasks.delivery_qos > 1 {
             return invalid("tasks.delivery_qos", "must be 0 or 1");

@@ -61,9 +61,14 @@ impl Engine {
     /// this returns, so the task never runs again, not even after a restart.
     pub fn revoke(&self, id: &str, why: &str) -> RevokeOutcome {
         let mut st = self.lock();
+        let mut fx = Vec::new();
+        if self.revoke_workflow(&mut st, id, &mut fx) {
+            self.flush_store();
+            self.commit(st, fx);
+            return RevokeOutcome::Revoked;
+        }
         let Some(&key) = st.ids.get(id) else {
             if let Some(key) = self.cold_key(&st, id) {
-                let mut fx = Vec::new();
                 self.revoke_cold(&mut st, key, why, &mut fx);
                 self.flush_store();
                 self.commit(st, fx);
@@ -75,7 +80,6 @@ impl Engine {
                 RevokeOutcome::Unknown
             };
         };
-        let mut fx = Vec::new();
         let (queue, holder) = match st.tasks.get(&key) {
             Some(e) => (
                 e.task.queue.clone(),
@@ -197,7 +201,7 @@ impl Engine {
 impl Engine {
     /// Revokes cold task `key` (on disk only): removes it and answers its
     /// requester. Its due-time entry goes stale and is dropped when met.
-    fn revoke_cold(
+    pub(super) fn revoke_cold(
         &self,
         st: &mut super::State,
         key: TaskKey,
@@ -218,7 +222,7 @@ impl Engine {
         }
         st.remember_done(&task.id, self.inner.config.dedupe_window);
         tracing::info!(task_id = %task.id, queue = %task.queue, "scheduled task revoked");
-        self.on_final(&task, &Outcome::revoked(why), fx);
+        self.on_final(st, &task, &Outcome::revoked(why), fx);
     }
 
     /// Revokes every cold task of `queue`. Reads the whole due-time index:

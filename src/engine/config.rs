@@ -22,6 +22,8 @@ pub struct EngineConfig {
     pub default_limits: QueueLimits,
     /// Declared queues and their limits.
     pub queues: BTreeMap<String, QueueLimits>,
+    /// Bounds of one workflow.
+    pub workflow_limits: super::WorkflowLimits,
 }
 
 impl EngineConfig {

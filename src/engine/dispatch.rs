@@ -617,6 +617,8 @@ pub(super) fn deliver_message(task: &StoredTask, worker: &str, attempt: u32) -> 
         queue: task.queue.clone(),
         attempt,
         requester: task.requester.clone(),
+        chunk: task.chunk.clone(),
+        workflow: task.workflow.clone(),
     };
     let mut user_properties = task.user_properties.clone();
     if let Some(r) = &task.requester {
@@ -627,10 +629,23 @@ pub(super) fn deliver_message(task: &StoredTask, worker: &str, attempt: u32) -> 
         queue: task.queue.clone(),
         task_id: task.id.clone(),
         reply_to,
-        // Serialising these plain types cannot fail.
-        payload: Bytes::from(serde_json::to_vec(&msg).unwrap_or_default()),
+        payload: Bytes::from(task_message_json(&msg)),
         user_properties,
     }
+}
+
+/// The JSON of a task message; a chunk task's carries `chunk` instead of
+/// `args`, as the contract says.
+fn task_message_json(msg: &TaskMessage) -> Vec<u8> {
+    // Serialising these plain types cannot fail.
+    if msg.chunk.is_none() {
+        return serde_json::to_vec(msg).unwrap_or_default();
+    }
+    let mut v = serde_json::to_value(msg).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("args");
+    }
+    serde_json::to_vec(&v).unwrap_or_default()
 }
 
 /// MQTT 5 user property naming the task's requester on a delivery.

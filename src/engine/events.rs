@@ -112,4 +112,6 @@ pub enum TaskEvent {
         /// When.
         at_us: u64,
     },
+    /// A workflow is final: its last state, tree included.
+    WorkflowFinished(Box<super::WorkflowView>),
 }

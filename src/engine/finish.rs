@@ -1,6 +1,5 @@
 //! Making a task final, and `on_final`: the one seam every final outcome
-//! leaves the engine by (the requester's result today; a workflow's next
-//! step will hang here too).
+//! leaves the engine by (the requester's result, and a workflow's next step).
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -106,12 +105,19 @@ impl Engine {
         if outcome.status == Status::Success && outcome.result.is_none() {
             outcome.result = Some(Value::Null);
         }
-        self.on_final(&task, &outcome, fx);
+        self.on_final(st, &task, &outcome, fx);
     }
 
-    /// Where a final outcome leaves the engine: counted, observed, and the
-    /// result published to the requester's reply topic.
-    pub(super) fn on_final(&self, task: &StoredTask, outcome: &Outcome, fx: &mut Vec<Effect>) {
+    /// Where a final outcome leaves the engine: counted, observed, the
+    /// result published to the requester's reply topic, and a workflow
+    /// member's outcome handed to its workflow.
+    pub(super) fn on_final(
+        &self,
+        st: &mut State,
+        task: &StoredTask,
+        outcome: &Outcome,
+        fx: &mut Vec<Effect>,
+    ) {
         let now = self.now_us();
         let latency = now.saturating_sub(task.submitted_at_us);
         self.inner
@@ -149,6 +155,9 @@ impl Engine {
             at_us: now,
             latency_us: latency,
         });
+        if task.workflow.is_some() {
+            self.member_final(st, task, outcome, fx);
+        }
         let Some(reply) = &task.reply else {
             return;
         };

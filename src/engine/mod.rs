@@ -57,6 +57,7 @@ mod submit;
 pub mod task;
 mod views;
 mod workers;
+pub mod workflow;
 
 #[cfg(test)]
 mod proptests;
@@ -79,10 +80,12 @@ pub use schedules::{
     ScheduleError, ScheduleRecord, ScheduleSource, ScheduleSpec, ScheduleView, When, firing_id,
 };
 pub use store::{DeadLetter, DeadPage, StoreError, TaskStore};
+pub use store::{StoredWorkflow, WorkflowMeta};
 pub use submit::SubmitOutcome;
 pub use task::{ReplyTo, StoredTask, TaskKey};
 pub use views::{WaitingTask, WorkerSnapshot};
 pub use workers::{ConnectionId, filter_matches};
+pub use workflow::{LISTED_CHILDREN, NodeView, WorkflowLimits, WorkflowView};
 
 use deadline::{Deadline, DeadlineIndex};
 use queue::Queue;
@@ -162,6 +165,11 @@ struct State {
     cold_until_us: u64,
     /// Requester-chosen ids of cold tasks (a generated id is its key).
     cold_ids: HashMap<String, TaskKey>,
+    /// Workflows running, by id.
+    workflows: HashMap<String, workflow::engine::Flow>,
+    /// Workflows being written to the store, not yet running: a second
+    /// submission with the same id is a duplicate.
+    workflows_storing: HashSet<String>,
 }
 
 struct Inner {
@@ -254,6 +262,8 @@ impl Engine {
             rng: u64::from_le_bytes(seed) | 1,
             cold_until_us: 0,
             cold_ids: HashMap::new(),
+            workflows: HashMap::new(),
+            workflows_storing: HashSet::new(),
         };
         for (name, limits) in &config.queues {
             st.add_queue(name, *limits);
@@ -285,7 +295,7 @@ impl Engine {
                 "recovered tasks from the queue store"
             );
         }
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 state: Mutex::new(st),
                 store,
@@ -296,7 +306,9 @@ impl Engine {
                 events,
                 timer: tokio::sync::Notify::new(),
             }),
-        })
+        };
+        engine.recover_workflows()?;
+        Ok(engine)
     }
 
     /// A weak handle.

@@ -72,6 +72,28 @@ pub(super) enum Expires {
     At(u64),
 }
 
+impl Start {
+    /// The time it stands for, given the submission time `now`; none when
+    /// that is not in the future.
+    pub(super) fn due_us(self, now: u64) -> Option<u64> {
+        match self {
+            Start::After(s) => Some(now.saturating_add((s * 1e6) as u64)),
+            Start::At(t) => Some(t),
+        }
+        .filter(|t| *t > now)
+    }
+}
+
+impl Expires {
+    /// The time it stands for, given the submission time `now`.
+    pub(super) fn at_us(self, now: u64) -> u64 {
+        match self {
+            Expires::After(s) => now.saturating_add((s * 1e6) as u64),
+            Expires::At(t) => t,
+        }
+    }
+}
+
 /// A `retry` object: each field overrides the queue's policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(super) struct RetryOverride {
@@ -211,7 +233,7 @@ pub(super) fn parse_request(payload: &[u8]) -> Result<ParsedRequest, BadRequest>
 
 /// The lifecycle options: `countdown`, `eta`, `expires`, `priority`,
 /// `retry`, `progress`.
-fn parse_options(obj: &Map<String, Value>) -> Result<ParsedRequest, String> {
+pub(super) fn parse_options(obj: &Map<String, Value>) -> Result<ParsedRequest, String> {
     let countdown = match present(obj, "countdown") {
         None => None,
         Some(v) => Some(
@@ -348,7 +370,7 @@ fn present<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     obj.get(name).filter(|v| !v.is_null())
 }
 
-fn str_field(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, String> {
+pub(super) fn str_field(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, String> {
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -371,7 +393,7 @@ pub fn is_sys_topic(t: &str) -> bool {
     t == "$SYS" || t.starts_with("$SYS/")
 }
 
-fn json_type(v: &Value) -> &'static str {
+pub(super) fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -384,7 +406,7 @@ fn json_type(v: &Value) -> &'static str {
 
 /// A value as an error message names it: numbers and strings themselves,
 /// other values by type.
-fn describe(v: &Value) -> String {
+pub(super) fn describe(v: &Value) -> String {
     match v {
         Value::Number(n) => n.to_string(),
         Value::String(s) if s.len() <= 64 => format!("`{s}`"),

@@ -27,6 +27,13 @@
 //!   for them): the engine drops such stale entries when it meets them
 //!   ([`TaskStore::remove_due`]).
 //!
+//! - A workflow is stored once, whole, with [`TaskStore::put_workflow`]
+//!   before it is acknowledged; its members' results one by one with
+//!   [`TaskStore::put_member_result`], durable when it returns, so a member
+//!   whose result was recorded never runs again. Its member tasks are
+//!   written only when they change (an attempt lost, a countdown): the
+//!   definition and the results are enough to rebuild the rest.
+//!
 //! fjall is the one implementation today (`crate::queue::FjallStore`); a
 //! replicated backend would implement the same four calls.
 
@@ -78,6 +85,36 @@ pub enum StoreError {
     /// A record could not be encoded.
     #[error("task could not be encoded")]
     Encode(#[source] serde_json::Error),
+}
+
+/// A workflow as stored: what it was submitted with, and the results of
+/// the members that have completed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredWorkflow {
+    /// What the broker knows of it besides its definition.
+    pub meta: WorkflowMeta,
+    /// The submission's payload, whose `workflow` field is the definition.
+    pub payload: Vec<u8>,
+    /// Completed members: member path → result.
+    pub results: Vec<(String, serde_json::Value)>,
+}
+
+/// A workflow's record besides its definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowMeta {
+    /// Workflow id.
+    pub id: String,
+    /// Where the final result goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<super::ReplyTo>,
+    /// The identity that submitted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    /// Progress messages wanted.
+    #[serde(default)]
+    pub progress: bool,
+    /// Submission time, microseconds since the epoch.
+    pub submitted_at_us: u64,
 }
 
 /// Durable storage of unfinished tasks.
@@ -193,4 +230,38 @@ pub trait TaskStore: Send + Sync + 'static {
     ///
     /// Fails on a backend error or an undecodable record.
     fn load_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError>;
+
+    /// Writes a workflow's record and definition, durably.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the write fails; then nothing of it is stored.
+    fn put_workflow(&self, meta: &WorkflowMeta, payload: &[u8]) -> Result<(), StoreError>;
+
+    /// Records member `path` of `workflow` as completed with `result`,
+    /// durably.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the write fails.
+    fn put_member_result(
+        &self,
+        workflow: &str,
+        path: &str,
+        result: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes a workflow and its members' results, durably.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the removal cannot be recorded.
+    fn remove_workflow(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Calls `visit` with every stored workflow.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a backend error or an undecodable record.
+    fn scan_workflows(&self, visit: &mut dyn FnMut(StoredWorkflow)) -> Result<(), StoreError>;
 }

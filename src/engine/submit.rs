@@ -4,7 +4,7 @@
 use swarmq_worker::wire::{self, Status, TaskResult};
 
 use super::finish::reply_message;
-use super::request::{Expires, Start, Submission, parse_request};
+use super::request::{Submission, parse_request};
 use super::task::{ReplyTo, StoredTask, TaskKey};
 use super::{Engine, Stage, State, TaskEvent};
 use crate::metrics::RejectReason;
@@ -157,17 +157,8 @@ impl Engine {
             );
         }
         let key = new_key(&mut st);
-        let secs = |s: f64| now.saturating_add((s * 1e6) as u64);
-        let not_before_us = match parsed.start {
-            None => None,
-            Some(Start::After(s)) => Some(secs(s)),
-            Some(Start::At(t)) => Some(t),
-        }
-        .filter(|t| *t > now);
-        let expires_json = parsed.expires.map(|e| match e {
-            Expires::After(s) => secs(s),
-            Expires::At(t) => t,
-        });
+        let not_before_us = parsed.start.and_then(|s| s.due_us(now));
+        let expires_json = parsed.expires.map(|e| e.at_us(now));
         let expires_mqtt = sub
             .message_expiry_secs
             .map(|s| now.saturating_add(u64::from(s) * 1_000_000));
@@ -197,6 +188,8 @@ impl Engine {
             attempts: 0,
             last_error: None,
             requester: sub.requester,
+            workflow: None,
+            chunk: None,
         };
         let queue = task.queue.clone();
         if let Err(e) = self.admit(&mut st, key, task) {
@@ -239,7 +232,7 @@ impl Engine {
 
     /// Refuses a submission: logs, counts, keeps a record when it had an id,
     /// and answers a requester that gave a reply topic.
-    fn reject(
+    pub(super) fn reject(
         &self,
         sub: &Submission<'_>,
         reason: RejectReason,

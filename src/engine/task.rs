@@ -91,6 +91,12 @@ pub struct StoredTask {
     /// The identity that submitted it (none in the development profile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester: Option<String>,
+    /// The workflow it is a member of; its id is `<workflow>/<path>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// A chunk task's items (each a list of arguments), sent instead of `args`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<Vec<Value>>,
 }
 
 fn is_zero(n: &u8) -> bool {
@@ -117,6 +123,8 @@ impl StoredTask {
             attempts: 0,
             last_error: None,
             requester: None,
+            workflow: None,
+            chunk: None,
         }
     }
 }

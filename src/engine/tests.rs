@@ -43,6 +43,11 @@ fn config(l: QueueLimits) -> EngineConfig {
         max_dead_letters: 100,
         default_limits: l,
         queues: Default::default(),
+        workflow_limits: crate::engine::WorkflowLimits {
+            max_bytes: 1 << 20,
+            max_members: 10_000,
+            max_depth: 8,
+        },
     }
 }
 
@@ -972,4 +977,223 @@ fn an_answer_from_a_client_that_does_not_hold_the_task_changes_nothing() {
     let out = replies(&r.effects());
     assert_eq!(out.len(), 1);
     assert_eq!(out[0]["result"], "true");
+}
+
+// Workflows.
+
+impl Rig {
+    fn submit_workflow(&self, payload: Value) -> SubmitOutcome {
+        self.engine.submit_workflow(Submission {
+            queue: "swarmq/workflows",
+            payload: payload.to_string().as_bytes(),
+            response_topic: Some("wf/reply".into()),
+            ..Submission::default()
+        })
+    }
+}
+
+/// The task messages delivered, by task id.
+fn deliveries(fx: &[Effect]) -> Vec<(String, Value)> {
+    fx.iter()
+        .filter_map(|o| match o {
+            Effect::Deliver {
+                task_id, payload, ..
+            } => Some((task_id.clone(), serde_json::from_slice(payload).unwrap())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sig(task: &str, args: Value) -> Value {
+    json!({"queue": "q", "task": task, "args": args})
+}
+
+#[test]
+fn a_chord_runs_its_body_on_the_header_results_and_answers_once() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 100, "tasks/q");
+    let wf = json!({"id": "wc", "workflow": {"chord": {
+        "header": [sig("m", json!(["a"])), sig("m", json!(["b"])), sig("m", json!(["c"]))],
+        "body": sig("reduce", json!([])),
+    }}});
+    assert!(matches!(
+        r.submit_workflow(wf.clone()),
+        SubmitOutcome::Accepted
+    ));
+    let got = deliveries(&r.effects());
+    let ids: Vec<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["wc/0.0", "wc/0.1", "wc/0.2"]);
+    assert_eq!(got[1].1["workflow"], "wc");
+    assert!(
+        matches!(r.submit_workflow(wf), SubmitOutcome::Duplicate),
+        "same id: not run twice"
+    );
+    for (i, id) in ["wc/0.2", "wc/0.0", "wc/0.1"].iter().enumerate() {
+        answer(&r, "w", id, json!({"result": i}));
+    }
+    let fx = r.effects();
+    let body = deliveries(&fx);
+    assert_eq!(body.len(), 1);
+    assert_eq!(body[0].0, "wc/1");
+    assert_eq!(
+        body[0].1["args"],
+        json!([[1, 2, 0]]),
+        "header results in member order"
+    );
+    assert!(
+        replies(&fx).is_empty(),
+        "members have no reply topic of their own"
+    );
+    answer(&r, "w", "wc/1", json!({"result": "done"}));
+    let finals = replies(&r.effects());
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0]["id"], "wc");
+    assert_eq!(finals[0]["status"], "success");
+    assert_eq!(finals[0]["result"], "done");
+    assert!(r.engine.workflow("wc").is_none());
+    assert!(matches!(
+        r.submit_workflow(json!({"id": "wc", "workflow": sig("m", json!([]))})),
+        SubmitOutcome::Duplicate
+    ));
+}
+
+#[test]
+fn a_member_that_fails_fails_the_workflow_and_revokes_what_has_not_started() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    let wf = json!({"id": "g", "workflow": {"chain": [
+        {"group": [sig("a", json!([])), sig("b", json!([])), sig("c", json!([]))]},
+        sig("after", json!([])),
+    ]}});
+    assert!(matches!(r.submit_workflow(wf), SubmitOutcome::Accepted));
+    assert_eq!(delivered_ids(&r.effects()), ["g/0.0"]);
+    answer(&r, "w", "g/0.0", json!({"error": "boom"}));
+    let fx = r.effects();
+    assert!(delivered_ids(&fx).is_empty(), "nothing more runs");
+    let finals = replies(&fx);
+    assert_eq!(finals.len(), 1, "{finals:?}");
+    assert_eq!(finals[0]["status"], "failure");
+    let error = finals[0]["error"].as_str().unwrap();
+    assert!(error.contains("member `g/0.0` failure: boom"), "{error}");
+    assert_eq!(r.engine.queues()[0].waiting, 0, "b and c were revoked");
+}
+
+#[test]
+fn a_workflow_resumes_after_a_restart_without_running_a_completed_member_again() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 10, "tasks/q");
+    let wf = json!({"id": "c", "workflow": {"chain": [
+        sig("a", json!([])),
+        {"group": [sig("b", json!([])), sig("c", json!([]))]},
+        sig("d", json!([])),
+    ]}});
+    assert!(matches!(r.submit_workflow(wf), SubmitOutcome::Accepted));
+    assert_eq!(delivered_ids(&r.effects()), ["c/0"]);
+    answer(&r, "w", "c/0", json!({"result": "A"}));
+    assert_eq!(delivered_ids(&r.effects()), ["c/1.0", "c/1.1"]);
+    answer(&r, "w", "c/1.0", json!({"result": "B"}));
+    r.effects();
+
+    let r = r.restart();
+    r.engine.worker_subscribed("w2", 2, 10, "tasks/q");
+    assert_eq!(
+        delivered_ids(&r.effects()),
+        ["c/1.1"],
+        "only the member that had not completed"
+    );
+    answer(&r, "w2", "c/1.1", json!({"result": "C"}));
+    let next = deliveries(&r.effects());
+    assert_eq!(next[0].0, "c/2");
+    assert_eq!(next[0].1["args"], json!([["B", "C"]]));
+    answer(&r, "w2", "c/2", json!({"result": "D"}));
+    let finals = replies(&r.effects());
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0]["result"], "D");
+
+    let r = r.restart();
+    r.engine.worker_subscribed("w3", 3, 10, "tasks/q");
+    assert!(
+        r.effects().is_empty(),
+        "a finished workflow is gone from the store"
+    );
+}
+
+#[test]
+fn chunk_tasks_carry_their_items_instead_of_args_and_results_flatten() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 10, "tasks/q");
+    let wf = json!({"id": "k", "progress": true, "workflow": {"chunks": {
+        "queue": "q", "task": "sq", "items": [[1], [2], [3]], "size": 2,
+    }}});
+    assert!(matches!(r.submit_workflow(wf), SubmitOutcome::Accepted));
+    let got = deliveries(&r.effects());
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].1["chunk"], json!([[1], [2]]));
+    assert!(got[0].1.get("args").is_none(), "{}", got[0].1);
+    answer(&r, "w", "k/1", json!({"result": [9]}));
+    let progress = replies(&r.effects());
+    assert_eq!(progress[0]["status"], "progress");
+    assert_eq!(progress[0]["progress"], json!({"done": 1, "total": 2}));
+    answer(&r, "w", "k/0", json!({"result": [1, 4]}));
+    let fx = replies(&r.effects());
+    let last = fx.last().unwrap();
+    assert_eq!(last["status"], "success");
+    assert_eq!(last["result"], json!([1, 4, 9]));
+}
+
+#[test]
+fn revoking_a_workflow_revokes_its_members_and_cancels_the_running_ones() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 1, "tasks/q");
+    let wf = json!({"id": "rv", "workflow": {"group": [sig("a", json!([])), sig("b", json!([]))]}});
+    assert!(matches!(r.submit_workflow(wf), SubmitOutcome::Accepted));
+    assert_eq!(delivered_ids(&r.effects()), ["rv/0"]);
+    assert_eq!(r.engine.workflow("rv").unwrap().counts["running"], 1);
+    assert_eq!(r.engine.revoke("rv", "test"), RevokeOutcome::Revoked);
+    let fx = r.effects();
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Control { payload, .. }
+        if payload.as_ref() == br#"{"cancel":"rv/0"}"#))
+    );
+    let finals = replies(&fx);
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0]["status"], "revoked");
+    assert!(delivered_ids(&fx).is_empty(), "b never runs");
+    assert_eq!(r.engine.revoke("rv", "again"), RevokeOutcome::Finished);
+    answer(&r, "w", "rv/0", json!({"result": 1}));
+    assert!(
+        replies(&r.effects()).is_empty(),
+        "a late answer changes nothing"
+    );
+}
+
+#[test]
+fn bad_workflows_are_rejected_and_nothing_is_stored() {
+    let r = rig();
+    let cases = [
+        json!({"workflow": {"group": []}}),
+        json!({"workflow": {"chord": {"header": [sig("m", json!([]))]}}}),
+        json!({"workflow": {"bogus": 1}}),
+        json!({"id": 5, "workflow": sig("m", json!([]))}),
+        json!({"nothing": true}),
+    ];
+    for wf in cases {
+        match r.submit_workflow(wf.clone()) {
+            SubmitOutcome::Rejected { reason, .. } => {
+                assert_eq!(reason, crate::metrics::RejectReason::InvalidPayload)
+            }
+            other => panic!("{wf}: {other:?}"),
+        }
+    }
+    let many: Vec<Value> = (0..10_001).map(|_| sig("m", json!([]))).collect();
+    match r.submit_workflow(json!({"workflow": {"group": many}})) {
+        SubmitOutcome::Rejected { message, .. } => {
+            assert!(message.contains("workflows.max_members"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(r.engine.running_workflows().is_empty());
+    let r = r.restart();
+    assert!(r.engine.running_workflows().is_empty(), "nothing stored");
 }

@@ -36,10 +36,14 @@ pub struct WorkerSnapshot {
 }
 
 impl Engine {
-    /// The requester of unfinished task `id`: `None` when the engine does
-    /// not hold the task, `Some(None)` when it has no requester identity.
+    /// The requester of unfinished task or running workflow `id`: `None`
+    /// when the engine holds neither, `Some(None)` when it has no requester
+    /// identity.
     pub fn requester_of(&self, id: &str) -> Option<Option<String>> {
         let st = self.lock();
+        if let Some(requester) = st.workflows.get(id).map(|f| f.requester()) {
+            return Some(requester);
+        }
         if let Some(e) = st.ids.get(id).and_then(|k| st.tasks.get(k)) {
             return Some(e.task.requester.clone());
         }

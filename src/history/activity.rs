@@ -159,7 +159,8 @@ impl Activity {
                 TaskEvent::Requeued { .. }
                 | TaskEvent::Rejected { .. }
                 | TaskEvent::Ready { .. }
-                | TaskEvent::Progress { .. } => {}
+                | TaskEvent::Progress { .. }
+                | TaskEvent::WorkflowFinished(_) => {}
                 TaskEvent::Finished {
                     queue,
                     status,

@@ -9,6 +9,8 @@
 //! | `timeline` | submitted_at_us (8 bytes, big-endian) + task id | [`TaskSummary`] (JSON) |
 //! | `workers` | client id | [`WorkerInfo`] (JSON) |
 //! | `series` | unix ms (8 bytes, big-endian) | [`SeriesPoint`] (JSON) |
+//! | `workflows` | workflow id | its final [`WorkflowView`] (JSON) |
+//! | `workflow_timeline` | submitted_at_us (8 bytes, big-endian) + workflow id | nothing |
 //!
 //! A search walks `timeline` newest first and filters on the summaries, so it
 //! never reads arguments or results, and pages with a cursor (the last key
@@ -28,6 +30,7 @@ use serde::Serialize;
 
 use super::activity::{SeriesPoint, WorkerInfo};
 use super::{TaskEvent, TaskRecord, TaskState, TaskSummary};
+use crate::engine::WorkflowView;
 
 /// Most timeline entries one search reads before it returns what it found
 /// with a cursor to go on, so a rare filter over a huge history cannot pin a
@@ -110,6 +113,8 @@ struct Inner {
     timeline: Keyspace,
     workers: Keyspace,
     series: Keyspace,
+    workflows: Keyspace,
+    workflow_timeline: Keyspace,
     /// Tasks retained (entries of `timeline`).
     count: AtomicU64,
     /// The recorder's backlog, once wired: reads wait for it to catch up.
@@ -170,6 +175,8 @@ impl HistoryStore {
         let timeline = db.keyspace("timeline", small_memtable)?;
         let workers = db.keyspace("workers", KeyspaceCreateOptions::default)?;
         let series = db.keyspace("series", KeyspaceCreateOptions::default)?;
+        let workflows = db.keyspace("workflows", small_memtable)?;
+        let workflow_timeline = db.keyspace("workflow_timeline", KeyspaceCreateOptions::default)?;
         let count = timeline.len()? as u64;
         Ok(HistoryStore {
             inner: Arc::new(Inner {
@@ -178,6 +185,8 @@ impl HistoryStore {
                 timeline,
                 workers,
                 series,
+                workflows,
+                workflow_timeline,
                 count: AtomicU64::new(count),
                 backlog: std::sync::OnceLock::new(),
             }),
@@ -217,6 +226,36 @@ impl HistoryStore {
         self.get(id)
     }
 
+    /// The final state of workflow `id`, once every event sent before this
+    /// call is written (as [`HistoryStore::read`]).
+    ///
+    /// # Errors
+    ///
+    /// Fails on an engine error or an unreadable record.
+    pub async fn read_workflow(&self, id: &str) -> Result<Option<WorkflowView>, HistoryError> {
+        if let Some(b) = self.inner.backlog.get() {
+            b.caught_up().await;
+        }
+        match self.inner.workflows.get(id)? {
+            Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Ids of the finished workflows, newest first, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// Fails on an engine error.
+    pub fn recent_workflows(&self, limit: usize) -> Result<Vec<String>, HistoryError> {
+        let mut out = Vec::new();
+        for guard in self.inner.workflow_timeline.iter().rev().take(limit) {
+            let k = guard.key()?;
+            out.push(String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned());
+        }
+        Ok(out)
+    }
+
     /// The record of task `id` as written so far.
     ///
     /// # Errors
@@ -239,6 +278,7 @@ impl HistoryStore {
     pub fn apply(&self, events: impl IntoIterator<Item = TaskEvent>) -> Result<(), HistoryError> {
         let events = events.into_iter();
         let mut pending: HashMap<String, Pending> = HashMap::with_capacity(events.size_hint().0);
+        let mut workflows: Vec<Box<WorkflowView>> = Vec::new();
         for event in events {
             match event {
                 TaskEvent::Submitted(task) => {
@@ -335,13 +375,26 @@ impl HistoryStore {
                     );
                 }
                 TaskEvent::WorkerSeen { .. } | TaskEvent::WorkerLeft { .. } => {}
+                TaskEvent::WorkflowFinished(view) => workflows.push(view),
             }
         }
-        if pending.is_empty() {
+        if pending.is_empty() && workflows.is_empty() {
             return Ok(());
         }
         let inner = &self.inner;
         let mut batch = inner.db.batch().durability(Some(PersistMode::Buffer));
+        for view in workflows {
+            batch.insert(
+                &inner.workflow_timeline,
+                timeline_key(view.submitted_at_us, &view.id),
+                [],
+            );
+            batch.insert(
+                &inner.workflows,
+                view.id.as_bytes(),
+                serde_json::to_vec(&view)?,
+            );
+        }
         let mut added = 0u64;
         for (id, p) in pending {
             let s = &p.record.summary;

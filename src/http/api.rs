@@ -26,7 +26,7 @@ use swarmq_worker::wire::Status;
 
 use super::HttpState;
 use super::auth::{Caller, SESSION_COOKIE};
-use crate::engine::{ActionError, RevokeOutcome, now_us, parse_rfc3339_us};
+use crate::engine::{ActionError, RevokeOutcome, WorkflowView, now_us, parse_rfc3339_us};
 use crate::history::{
     HistoryStore, MAX_SCAN, SERIES_IN_MEMORY, TaskFilter, TaskRecord, TaskState, unhex,
 };
@@ -44,7 +44,7 @@ pub(super) const MAX_PAGE: usize = 1000;
 /// Every route of [`router`], as `(method, path)`; a test compares it with
 /// `openapi.json`. Add a route in both places.
 #[cfg(test)]
-const ROUTES: [(&str, &str); 28] = [
+const ROUTES: [(&str, &str); 31] = [
     ("get", "/openapi.json"),
     ("post", "/login"),
     ("post", "/logout"),
@@ -68,6 +68,9 @@ const ROUTES: [(&str, &str); 28] = [
     ("get", "/tasks/{id}"),
     ("post", "/tasks/{id}/revoke"),
     ("post", "/tasks/{id}/retry"),
+    ("get", "/workflows"),
+    ("get", "/workflows/{id}"),
+    ("post", "/workflows/{id}/revoke"),
     ("get", "/identities"),
     ("post", "/identities"),
     ("post", "/identities/{name}/rotate"),
@@ -101,6 +104,9 @@ pub(super) fn router() -> Router<HttpState> {
         .route("/tasks/{id}", get(task))
         .route("/tasks/{id}/revoke", post(revoke))
         .route("/tasks/{id}/retry", post(retry))
+        .route("/workflows", get(workflows))
+        .route("/workflows/{id}", get(workflow))
+        .route("/workflows/{id}/revoke", post(revoke_workflow))
         .route(
             "/identities",
             get(super::identities::list).post(super::identities::add),
@@ -891,6 +897,81 @@ async fn history_record(state: &HttpState, id: &str) -> Result<TaskRecord, ApiEr
 async fn task(_: Caller, State(state): State<HttpState>, Path(id): Path<String>) -> ApiResult {
     let record = history_record(&state, &id).await?;
     Ok(Json(record.to_json()).into_response())
+}
+
+/// Workflow `id`: as the engine runs it, or its final state from the history.
+async fn workflow_view(state: &HttpState, id: &str) -> Result<WorkflowView, ApiError> {
+    if let Some(view) = state.ctx.engine.workflow(id) {
+        return Ok(view);
+    }
+    let found = match &state.ctx.history {
+        Some(h) => h
+            .read_workflow(id)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+        None => None,
+    };
+    found.ok_or_else(|| ApiError::not_found(format!("no workflow `{id}`")))
+}
+
+async fn workflow(_: Caller, State(state): State<HttpState>, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(workflow_view(&state, &id).await?).into_response())
+}
+
+/// The workflows running now and the most recent finished ones, without
+/// their trees.
+async fn workflows(_: Caller, State(state): State<HttpState>) -> ApiResult {
+    let summary = |mut v: WorkflowView| {
+        v.tree.children.clear();
+        json!({
+            "id": v.id, "status": v.status, "members": v.members, "counts": v.counts,
+            "error": v.error, "requester": v.requester,
+            "submitted_at_us": v.submitted_at_us, "finished_at_us": v.finished_at_us,
+            "kind": v.tree.kind,
+        })
+    };
+    let engine = &state.ctx.engine;
+    let running: Vec<Value> = engine
+        .running_workflows()
+        .iter()
+        .filter_map(|id| engine.workflow(id))
+        .map(summary)
+        .collect();
+    let mut recent = Vec::new();
+    if let Some(h) = &state.ctx.history {
+        let ids = h
+            .recent_workflows(100)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        for id in ids {
+            if let Ok(Some(v)) = h.read_workflow(&id).await {
+                recent.push(summary(v));
+            }
+        }
+    }
+    Ok(Json(json!({"running": running, "recent": recent})).into_response())
+}
+
+async fn revoke_workflow(
+    Admin(caller): Admin,
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    if state.ctx.engine.workflow(&id).is_none() {
+        let view = workflow_view(&state, &id).await?;
+        return Err(ApiError::conflict(format!(
+            "workflow `{id}` is already {}; only running workflows can be revoked",
+            view.status
+        )));
+    }
+    match state.ctx.engine.revoke(&id, "revoked by an operator") {
+        RevokeOutcome::Revoked => {
+            tracing::info!(workflow_id = %id, user = ?caller.user, "workflow revoked through the API");
+            Ok(Json(json!({"id": id, "status": "revoked"})).into_response())
+        }
+        RevokeOutcome::Finished | RevokeOutcome::Unknown => Err(ApiError::conflict(format!(
+            "workflow `{id}` finished before it could be revoked"
+        ))),
+    }
 }
 
 async fn revoke(

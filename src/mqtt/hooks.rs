@@ -15,6 +15,7 @@
 //! | `MessagePublishCheckAcl` | `swarmq/results/<queue>` | worker reply; consumed |
 //! | `MessagePublishCheckAcl` | `swarmq/history/get` | answer from the history; consumed |
 //! | `MessagePublishCheckAcl` | `swarmq/revoke` | revoke; the outcome to the reply topic; consumed |
+//! | `MessagePublishCheckAcl` | `swarmq/workflows` | workflow submission; acknowledged once stored; consumed |
 //! | `MessagePublishCheckAcl` | a name with `+`, `#` or NUL | malformed: the connection is closed |
 //! | `MessagePublishCheckAcl` | `$SYS/…` | refused (0x87) |
 //! | `SessionSubscribed` | `$share/<g>/<filter>` matching a task topic | worker joins |
@@ -32,7 +33,9 @@ use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::session::Session;
 use rmqtt::types::{ConnectInfo, PublishAclResult, PublishResult};
 use serde_json::{Value, json};
-use swarmq_worker::wire::{HISTORY_GET_TOPIC, RESULTS_PREFIX, REVOKE_TOPIC, TASKS_PREFIX};
+use swarmq_worker::wire::{
+    HISTORY_GET_TOPIC, RESULTS_PREFIX, REVOKE_TOPIC, TASKS_PREFIX, WORKFLOWS_TOPIC,
+};
 
 use std::sync::Arc;
 
@@ -154,6 +157,12 @@ impl Live {
         }
         if let Some(queue) = topic.strip_prefix(TASKS_PREFIX) {
             return Some(self.on_task(queue, publish, &caller, session).await);
+        }
+        if topic == WORKFLOWS_TOPIC {
+            return Some(
+                self.on_task(WORKFLOWS_TOPIC, publish, &caller, session)
+                    .await,
+            );
         }
         if topic.starts_with(RESULTS_PREFIX) {
             self.on_answer(publish, &caller, session).await;
@@ -332,15 +341,40 @@ impl Live {
                     json!({"id": id, "status": "denied", "error": reason})
                 }
                 Ok(Some(record)) => record.to_json(),
-                Ok(None) => {
-                    json!({"id": id, "status": "unknown", "error": format!("no task `{id}` in the history")})
-                }
+                Ok(None) => match self.workflow_view(id).await {
+                    Some(view) if !self.may_touch(caller, view.requester.as_deref()) => {
+                        let reason = format!("workflow `{id}` was not submitted by this identity");
+                        self.guard
+                            .refused(caller, session, "fetch", None, reason.clone());
+                        json!({"id": id, "status": "denied", "error": reason})
+                    }
+                    Some(view) => serde_json::to_value(view).unwrap_or_default(),
+                    None => {
+                        json!({"id": id, "status": "unknown", "error": format!("no task or workflow `{id}` in the history")})
+                    }
+                },
                 Err(e) => {
                     json!({"id": id, "status": "unknown", "error": format!("history unavailable: {e}")})
                 }
             },
         };
         request.answer(&self.publisher, answer).await;
+    }
+
+    /// A task for `tasks/<queue>`, or a workflow when `queue` is
+    /// [`WORKFLOWS_TOPIC`].
+    /// Workflow `id` as the engine runs it, or its final state from the
+    /// history.
+    async fn workflow_view(&self, id: &str) -> Option<crate::engine::WorkflowView> {
+        if let Some(view) = self.engine.workflow(id) {
+            return Some(view);
+        }
+        self.history
+            .as_ref()?
+            .read_workflow(id)
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn on_task(
@@ -374,11 +408,27 @@ impl Live {
             requester: caller.name().map(str::to_string),
             reply_check: (!caller.is_open()).then_some(ReplyCheck(&may_reply)),
         };
-        let acl = match self
-            .publisher
-            .inline(|| self.engine.submit(submission))
-            .await
-        {
+        let outcome = if queue == WORKFLOWS_TOPIC {
+            if publish.payload.len() > INLINE_WORKFLOW_BYTES {
+                // Reading and expanding a large workflow takes milliseconds:
+                // off this runtime thread, so other sessions keep going
+                // (its effects then go through the publisher task).
+                tokio::task::block_in_place(|| self.engine.submit_workflow(submission))
+            } else {
+                self.publisher
+                    .inline(|| self.engine.submit_workflow(submission))
+                    .await
+            }
+        } else {
+            self.publisher
+                .inline(|| self.engine.submit(submission))
+                .await
+        };
+        let acl = match outcome {
+            // A workflow is the broker's own: nobody else receives it.
+            SubmitOutcome::Accepted | SubmitOutcome::Duplicate if queue == WORKFLOWS_TOPIC => {
+                return consumed();
+            }
             // Allowed: rmqtt routes a copy to plain (observer) subscribers;
             // the shared-subscription policy keeps it from worker groups.
             SubmitOutcome::Accepted | SubmitOutcome::Duplicate => PublishAclResult::allow(),
@@ -521,6 +571,9 @@ impl Request {
             .await;
     }
 }
+
+/// Workflow submissions up to this size are read on the session's task.
+const INLINE_WORKFLOW_BYTES: usize = 64 * 1024;
 
 /// The verdict for a publish the broker answers itself: accepted (a success
 /// reason code) and not routed to any subscriber.

@@ -21,7 +21,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::engine::{
-    DeadLetter, DeadPage, ScheduleRecord, StoreError, StoredTask, TaskKey, TaskStore,
+    DeadLetter, DeadPage, ScheduleRecord, StoreError, StoredTask, StoredWorkflow, TaskKey,
+    TaskStore, WorkflowMeta,
 };
 
 /// How far a write goes before `put`/`remove` return.
@@ -46,6 +47,11 @@ pub struct FjallStore {
     schedules: Keyspace,
     /// The due-time index: due_us (8 bytes, big-endian) + task key → nothing.
     due: Keyspace,
+    /// Workflows: id → meta length (4 bytes, big-endian) + meta JSON + payload.
+    workflows: Keyspace,
+    /// Member results: workflow id + NUL + member path → result JSON.
+    /// Workflow ids hold no NUL, so each workflow is one key prefix.
+    member_results: Keyspace,
     /// Dead letters per queue, counted at open and kept in step.
     dead_counts: Arc<Mutex<HashMap<String, usize>>>,
     sync: SyncMode,
@@ -86,6 +92,12 @@ impl FjallStore {
         let due = db
             .keyspace("due", KeyspaceCreateOptions::default)
             .map_err(backend)?;
+        let workflows = db
+            .keyspace("workflows", KeyspaceCreateOptions::default)
+            .map_err(backend)?;
+        let member_results = db
+            .keyspace("member_results", KeyspaceCreateOptions::default)
+            .map_err(backend)?;
         let mut counts = HashMap::new();
         for guard in dead.iter() {
             let k = guard.key().map_err(backend)?;
@@ -99,6 +111,8 @@ impl FjallStore {
             dead,
             schedules,
             due,
+            workflows,
+            member_results,
             dead_counts: Arc::new(Mutex::new(counts)),
             sync,
         })
@@ -113,6 +127,19 @@ fn due_key(due_us: u64, key: TaskKey) -> Vec<u8> {
     let mut k = due_us.to_be_bytes().to_vec();
     k.extend_from_slice(&key.to_bytes());
     k
+}
+
+fn results_prefix(workflow: &str) -> Vec<u8> {
+    let mut k = workflow.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn corrupt(key: &[u8], source: serde_json::Error) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    }
 }
 
 fn dead_prefix(queue: &str) -> Vec<u8> {
@@ -325,6 +352,80 @@ impl TaskStore for FjallStore {
             }
         }
         Ok(None)
+    }
+
+    fn put_workflow(&self, meta: &WorkflowMeta, payload: &[u8]) -> Result<(), StoreError> {
+        let meta_json = serde_json::to_vec(meta).map_err(StoreError::Encode)?;
+        let len = u32::try_from(meta_json.len())
+            .map_err(|_| StoreError::Backend("workflow record too large".into()))?;
+        let mut value = Vec::with_capacity(4 + meta_json.len() + payload.len());
+        value.extend_from_slice(&len.to_be_bytes());
+        value.extend_from_slice(&meta_json);
+        value.extend_from_slice(payload);
+        self.workflows
+            .insert(meta.id.as_bytes(), value)
+            .map_err(backend)?;
+        self.flush()
+    }
+
+    fn put_member_result(
+        &self,
+        workflow: &str,
+        path: &str,
+        result: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(result).map_err(StoreError::Encode)?;
+        let mut key = results_prefix(workflow);
+        key.extend_from_slice(path.as_bytes());
+        self.member_results.insert(key, value).map_err(backend)?;
+        self.flush()
+    }
+
+    fn remove_workflow(&self, id: &str) -> Result<(), StoreError> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        for guard in self.member_results.prefix(results_prefix(id)) {
+            batch.remove(&self.member_results, guard.key().map_err(backend)?);
+        }
+        batch.remove(&self.workflows, id.as_bytes());
+        batch.commit().map_err(backend)?;
+        self.flush()
+    }
+
+    fn scan_workflows(&self, visit: &mut dyn FnMut(StoredWorkflow)) -> Result<(), StoreError> {
+        for guard in self.workflows.iter() {
+            let (k, v) = guard.into_inner().map_err(backend)?;
+            let unreadable = || {
+                StoreError::Backend(
+                    format!(
+                        "workflow record `{}` is truncated",
+                        String::from_utf8_lossy(&k)
+                    )
+                    .into(),
+                )
+            };
+            let len = v
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(unreadable)? as usize;
+            let meta_json = v.get(4..4 + len).ok_or_else(unreadable)?;
+            let meta: WorkflowMeta =
+                serde_json::from_slice(meta_json).map_err(|e| corrupt(&k, e))?;
+            let prefix = results_prefix(&meta.id);
+            let mut results = Vec::new();
+            for r in self.member_results.prefix(&prefix) {
+                let (rk, rv) = r.into_inner().map_err(backend)?;
+                let path = String::from_utf8_lossy(&rk[prefix.len()..]).into_owned();
+                let value = serde_json::from_slice(&rv).map_err(|e| corrupt(&rk, e))?;
+                results.push((path, value));
+            }
+            visit(StoredWorkflow {
+                meta,
+                payload: v[4 + len..].to_vec(),
+                results,
+            });
+        }
+        Ok(())
     }
 }
 

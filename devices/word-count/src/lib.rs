@@ -8,6 +8,19 @@ use std::collections::HashMap;
 pub const QUEUE: &str = "word_count";
 /// Task name of the mapper.
 pub const MAPPER: &str = "mapper";
+/// Task name of the reduce, a workflow's last step: it takes the list of
+/// mapper results and answers the top 5.
+pub const REDUCE: &str = "reduce";
+
+/// The reduce task's work: mapper results (`[word, n]`, or null for short
+/// words) summed into the top `top`.
+pub fn reduce_results(results: &[serde_json::Value], top: usize) -> Vec<(String, u64)> {
+    let pairs = results.iter().filter_map(|v| {
+        let pair = v.as_array()?;
+        Some((pair.first()?.as_str()?.to_string(), pair.get(1)?.as_u64()?))
+    });
+    reduce(pairs, top)
+}
 
 /// Decodes a text as Latin-1 (every byte one character), as the original did.
 pub fn decode_latin1(bytes: &[u8]) -> String {
@@ -111,6 +124,15 @@ mod tests {
         assert_eq!(mapper("\"Indeed"), Some(("\"Indeed".into(), 1)));
         assert_eq!(mapper("four"), None);
         assert_eq!(mapper("é1234"), Some(("é1234".into(), 1)));
+    }
+
+    #[test]
+    fn the_reduce_task_sums_mapper_results_and_skips_nulls() {
+        let results = serde_json::json!([["which", 1], null, ["their", 1], ["which", 1], "junk"]);
+        assert_eq!(
+            reduce_results(results.as_array().unwrap(), 5),
+            pairs(&[("which", 2), ("their", 1)])
+        );
     }
 
     #[test]

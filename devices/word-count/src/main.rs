@@ -1,9 +1,11 @@
 //! `word-count`: the original MapReduce word count over swarmq.
 //!
-//! - `word-count worker --url mqtt://HOST:PORT [--concurrency N]` serves task
-//!   `mapper` on queue `word_count`.
+//! - `word-count worker --url mqtt://HOST:PORT [--concurrency N]` serves tasks
+//!   `mapper` and `reduce` on queue `word_count`.
 //! - `word-count count --url mqtt://HOST:PORT [--words N] FILE` sends one
-//!   `mapper(word)` task per word, reduces the results and prints the top 5.
+//!   `mapper(word)` task per word, reduces the results and prints the top 5;
+//!   with `--chord` or `--chunks N` it sends one workflow instead, which the
+//!   broker runs to the worker's `reduce`.
 //! - `word-count latency --url mqtt://HOST:PORT [--tasks N]` measures single
 //!   round trips, one task at a time, and prints p50/p99.
 //! - `word-count simulate --url mqtt://HOST:PORT --rate R FILE` acts as a
@@ -18,9 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
+use swarmq_worker::canvas::{Signature, chain, chord, chunks};
 use swarmq_worker::wire::{Status, TaskRequest};
 use swarmq_worker::{CancellationToken, Client, Worker};
-use word_count::{MAPPER, QUEUE, decode_latin1, mapper, reduce, tokenize};
+use word_count::{MAPPER, QUEUE, REDUCE, decode_latin1, mapper, reduce, reduce_results, tokenize};
 
 #[derive(Parser)]
 #[command(
@@ -125,6 +128,14 @@ enum Command {
         /// Only the first N words (the original used 2,190).
         #[arg(long)]
         words: Option<usize>,
+        /// Submit one workflow instead: a chord of one mapper per word,
+        /// with the reduce task as its body, run by the broker.
+        #[arg(long, conflicts_with = "chunks")]
+        chord: bool,
+        /// Submit one workflow instead: chunks of N words (one task maps N
+        /// words), then the reduce task.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        chunks: Option<u32>,
         /// Give up when not every result is in after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
@@ -174,9 +185,25 @@ async fn main() -> anyhow::Result<()> {
         Command::Count {
             broker,
             words,
+            chord,
+            chunks,
             timeout_secs,
             file,
-        } => count(&broker, words, Duration::from_secs(timeout_secs), &file).await,
+        } => {
+            let how = match (chord, chunks) {
+                (true, _) => How::Chord,
+                (false, Some(n)) => How::Chunks(n as usize),
+                (false, None) => How::Tasks,
+            };
+            count(
+                &broker,
+                words,
+                how,
+                Duration::from_secs(timeout_secs),
+                &file,
+            )
+            .await
+        }
         Command::Latency { broker, tasks } => latency(&broker, tasks).await,
         Command::Simulate {
             broker,
@@ -201,6 +228,10 @@ async fn worker(
                 Some((w, n)) => json!([w, n]),
                 None => Value::Null,
             })
+        })
+        .handler(REDUCE, |task| async move {
+            let results: Vec<Value> = task.arg(0)?;
+            Ok(json!(reduce_results(&results, 5)))
         });
     if let Some(id) = client_id {
         builder = builder.client_id(id);
@@ -236,9 +267,21 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// How `count` sends the work.
+#[derive(Debug, Clone, Copy)]
+enum How {
+    /// One task per word, reduced here.
+    Tasks,
+    /// One chord workflow: a mapper per word, the reduce as its body.
+    Chord,
+    /// One workflow: chunks of N words, then the reduce.
+    Chunks(usize),
+}
+
 async fn count(
     broker: &BrokerArgs,
     words: Option<usize>,
+    how: How,
     timeout: Duration,
     file: &PathBuf,
 ) -> anyhow::Result<()> {
@@ -248,6 +291,9 @@ async fn count(
         tokens.truncate(n);
     }
     let client = broker.client().await?;
+    if !matches!(how, How::Tasks) {
+        return count_workflow(&client, &tokens, how, timeout).await;
+    }
 
     let started = Instant::now();
     let mut pending = Vec::with_capacity(tokens.len());
@@ -287,6 +333,51 @@ async fn count(
         tokens.len(),
         wall.as_secs_f64(),
         tokens.len() as f64 / wall.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The count as one workflow the broker runs: one message out, one result back.
+async fn count_workflow(
+    client: &Client,
+    tokens: &[String],
+    how: How,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let reduce_step = Signature::new(QUEUE, REDUCE);
+    let workflow = match how {
+        How::Chunks(size) => chain([
+            chunks(QUEUE, MAPPER, tokens.iter().map(|w| vec![json!(w)]), size),
+            reduce_step.into(),
+        ]),
+        _ => chord(
+            tokens
+                .iter()
+                .map(|w| Signature::new(QUEUE, MAPPER).arg(json!(w))),
+            reduce_step,
+        ),
+    };
+    let members = workflow.members();
+    let started = Instant::now();
+    let pending = client.submit_workflow(workflow, None).await?;
+    let result = tokio::time::timeout(timeout, pending)
+        .await
+        .with_context(|| format!("the workflow's result did not arrive within {timeout:?}"))??;
+    let wall = started.elapsed();
+    let top: Vec<(String, u64)> = match result.into_result() {
+        Ok(v) => {
+            serde_json::from_value(v).context("reduce returned something else than the top 5")?
+        }
+        Err((status, error)) => bail!("the workflow ended {}: {error}", status.as_str()),
+    };
+    for (word, n) in top {
+        println!("{word} {n}");
+    }
+    println!(
+        "{} words, {members} members in {:.3} s ({:.0} members/s)",
+        tokens.len(),
+        wall.as_secs_f64(),
+        members as f64 / wall.as_secs_f64()
     );
     Ok(())
 }

@@ -24,6 +24,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::canvas::{Node, WorkflowRequest};
 use crate::transport::{ConnectSettings, Connection, TlsError};
 use crate::url::{BrokerAddr, UrlError};
 use crate::wire::{self, Status, TaskRequest, TaskResult};
@@ -361,16 +362,74 @@ impl Client {
         if !wire::is_valid_queue_name(queue) {
             return Err(RequestError::InvalidQueue(queue.to_string()));
         }
-        let correlation = self
-            .next_correlation
-            .fetch_add(1, Ordering::Relaxed)
-            .to_string();
         let request = TaskRequest {
             reply_to: None,
             correlation_id: None,
             ..request
         };
         let payload = serde_json::to_vec(&request).map_err(|_| RequestError::Closed)?;
+        self.request(wire::task_topic(queue), payload, progress)
+            .await
+    }
+
+    /// Submits a workflow (see [`canvas`](crate::canvas)) and returns a
+    /// future of its one final result. `id`, when given, is its
+    /// idempotency key: a second submission with it runs nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::Closed`].
+    pub async fn submit_workflow(
+        &self,
+        workflow: Node,
+        id: Option<&str>,
+    ) -> Result<PendingResult, RequestError> {
+        self.send_workflow(workflow, id, None).await
+    }
+
+    /// Submits a workflow asking for progress: each `{"done", "total"}`
+    /// report arrives on the returned channel until the result does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::submit_workflow`].
+    pub async fn submit_workflow_with_progress(
+        &self,
+        workflow: Node,
+        id: Option<&str>,
+    ) -> Result<(PendingResult, mpsc::UnboundedReceiver<Value>), RequestError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok((self.send_workflow(workflow, id, Some(tx)).await?, rx))
+    }
+
+    async fn send_workflow(
+        &self,
+        workflow: Node,
+        id: Option<&str>,
+        progress: Option<mpsc::UnboundedSender<Value>>,
+    ) -> Result<PendingResult, RequestError> {
+        let request = WorkflowRequest {
+            id: id.map(str::to_string),
+            workflow,
+            progress: progress.is_some(),
+        };
+        let payload = serde_json::to_vec(&request).map_err(|_| RequestError::Closed)?;
+        self.request(wire::WORKFLOWS_TOPIC.to_string(), payload, progress)
+            .await
+    }
+
+    /// Publishes `payload` to `topic` with this client's reply topic and a
+    /// fresh correlation, and returns the future of its answer.
+    async fn request(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        progress: Option<mpsc::UnboundedSender<Value>>,
+    ) -> Result<PendingResult, RequestError> {
+        let correlation = self
+            .next_correlation
+            .fetch_add(1, Ordering::Relaxed)
+            .to_string();
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(
             correlation.clone(),
@@ -386,13 +445,7 @@ impl Client {
         };
         if self
             .mqtt
-            .publish_with_properties(
-                wire::task_topic(queue),
-                QoS::AtLeastOnce,
-                false,
-                payload,
-                props,
-            )
+            .publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)
             .await
             .is_err()
         {

@@ -27,6 +27,7 @@
 //! `mqtts://` addresses: the broker's certificate is checked against the CA
 //! file given to the builder (`ca_file`), or the system's roots without one.
 
+pub mod canvas;
 pub mod wire;
 
 #[cfg(feature = "client")]

@@ -7,6 +7,10 @@ use rumqttc::v5::MqttOptions;
 
 use crate::url::BrokerAddr;
 
+/// Largest packet the SDK takes from the broker: the broker's own default
+/// (`mqtt.max_packet_size_bytes`).
+pub(crate) const MAX_PACKET_BYTES: u32 = 16 * 1024 * 1024;
+
 /// TLS could not be set up; nothing was sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TlsError {
@@ -128,8 +132,12 @@ impl Connection {
         Ok(Connection { tls, credentials })
     }
 
-    /// Sets TCP_NODELAY, credentials, and TLS when asked for, on `opts`.
+    /// Sets TCP_NODELAY, the largest packet taken, credentials, and TLS
+    /// when asked for, on `opts`.
     pub(crate) fn configure(&self, opts: &mut MqttOptions) {
+        // rumqttc takes 10 KiB by default; a chord's body receives the list
+        // of every header result, and a workflow's result can be as large.
+        opts.set_max_packet_size(Some(MAX_PACKET_BYTES));
         let mut net = rumqttc::NetworkOptions::new();
         net.set_tcp_nodelay(true);
         opts.set_network_options(net);

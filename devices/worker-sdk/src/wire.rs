@@ -36,6 +36,10 @@ pub fn control_topic(client_id: &str) -> String {
 /// to its Response Topic (MQTT 5) or `reply_to` field (3.1.1).
 pub const HISTORY_GET_TOPIC: &str = "swarmq/history/get";
 
+/// Topic a client publishes a workflow to: `{"id", "workflow": <node>}`
+/// with a reply topic; its one final result goes there.
+pub const WORKFLOWS_TOPIC: &str = "swarmq/workflows";
+
 /// Longest queue name, in bytes.
 pub const MAX_QUEUE_NAME_LEN: usize = 64;
 
@@ -151,6 +155,14 @@ pub struct TaskMessage {
     /// The identity that submitted the task, when the broker knows one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester: Option<String>,
+    /// A workflow's chunk task: the items (each a list of arguments) to run
+    /// `task` on, one call per item; sent instead of `args`. The answer is
+    /// the list of the items' results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<Vec<Value>>,
+    /// The workflow the task is a member of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
 }
 
 fn one() -> u32 {
@@ -292,7 +304,8 @@ pub struct TaskResult {
     /// Task id (absent only for a rejection of a payload that had none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// Queue the task was submitted to.
+    /// Queue the task was submitted to (empty for a workflow's result).
+    #[serde(default)]
     pub queue: String,
     /// Task name.
     #[serde(default, skip_serializing_if = "Option::is_none")]

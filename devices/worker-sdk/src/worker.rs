@@ -204,6 +204,15 @@ impl TaskError {
         TaskError::RetryAfter(message.into(), after)
     }
 
+    /// The same error with its message rewritten.
+    fn map_message(self, f: impl FnOnce(String) -> String) -> TaskError {
+        match self {
+            TaskError::Failed(m) => TaskError::Failed(f(m)),
+            TaskError::Retry(m) => TaskError::Retry(f(m)),
+            TaskError::RetryAfter(m, after) => TaskError::RetryAfter(f(m), after),
+        }
+    }
+
     /// Whether the broker should try the task again.
     pub fn is_retryable(&self) -> bool {
         matches!(self, TaskError::Retry(_) | TaskError::RetryAfter(..))
@@ -577,6 +586,7 @@ impl Worker {
             .map(str::to_string)
             .unwrap_or_else(|| msg.id.clone());
         let handler = self.handlers.get(&msg.task).cloned();
+        let chunk = msg.chunk;
         let cancel = CancellationToken::new();
         let ctx = TaskContext {
             id: task_id.clone(),
@@ -593,12 +603,40 @@ impl Worker {
         let counters = counters.clone();
         let (id, topic) = (task_id.clone(), reply_to.clone());
         let fut = async move {
-            let outcome = match handler {
-                Some(h) => h(ctx).await,
-                None => Err(TaskError::failed(format!(
+            let outcome = match (handler, chunk) {
+                (None, _) => Err(TaskError::failed(format!(
                     "no handler for task `{}`",
                     ctx.task
                 ))),
+                (Some(h), None) => h(ctx).await,
+                // A workflow's chunk: one handler call per item, answered
+                // as the list of their results; the first error is the
+                // chunk's, naming the item.
+                (Some(h), Some(items)) => {
+                    let mut results = Vec::with_capacity(items.len());
+                    let mut failed = None;
+                    for (i, item) in items.into_iter().enumerate() {
+                        let args = match item {
+                            Value::Array(args) => args,
+                            other => vec![other],
+                        };
+                        let item_ctx = TaskContext {
+                            args,
+                            ..ctx.clone()
+                        };
+                        match h(item_ctx).await {
+                            Ok(v) => results.push(v),
+                            Err(e) => {
+                                failed = Some(e.map_message(|m| format!("chunk item {i}: {m}")));
+                                break;
+                            }
+                        }
+                    }
+                    match failed {
+                        Some(e) => Err(e),
+                        None => Ok(Value::Array(results)),
+                    }
+                }
             };
             let reply = match outcome {
                 Ok(v) => {
