@@ -147,6 +147,12 @@ pub struct TaskRecord {
     /// The requester's reply topic and correlation.
     #[serde(default)]
     pub reply: Option<ReplyTo>,
+    /// The workflow it is a member of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// A chunk task's items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<Vec<Value>>,
     /// MQTT 5 user properties of the submission.
     #[serde(default)]
     pub user_properties: Vec<(String, String)>,
@@ -202,6 +208,8 @@ impl TaskRecord {
             args: task.args,
             kwargs: task.kwargs,
             reply: task.reply,
+            workflow: task.workflow,
+            chunk: task.chunk,
             user_properties: task.user_properties,
             expires_at_us: task.expires_at_us,
             due_at_us: task.not_before_us,
@@ -238,6 +246,8 @@ impl TaskRecord {
             args: Vec::new(),
             kwargs: Map::new(),
             reply,
+            workflow: None,
+            chunk: None,
             user_properties: Vec::new(),
             expires_at_us: None,
             due_at_us: None,
@@ -302,6 +312,8 @@ impl TaskRecord {
             "queued_ms": self.queued_ms(),
             "run_ms": self.run_ms(),
             "args": self.args,
+            "chunk": self.chunk,
+            "workflow": self.workflow,
             "kwargs": self.kwargs,
             "result": self.result,
             "error": self.error,

@@ -325,6 +325,50 @@ class Dashboard(unittest.TestCase):
             worker.loop_stop()
             worker.disconnect()
 
+    def test_5d_workflows_show_their_tree_link_to_members_and_are_revoked(self):
+        """A chord from word-count runs to its reduce and is shown with its
+        tree, each member linking to its task and back; a workflow waiting
+        on a queue without workers is revoked from its page."""
+        self.login(*ADMIN)
+        d = self.driver
+        count = subprocess.run([BIN / "word-count", "count", "--url", self.broker.mqtt, "--chord",
+                                "--words", "300", TEXTS / "aesop11.txt"],
+                               capture_output=True, text=True, timeout=120)
+        self.assertEqual(count.returncode, 0, count.stderr)
+        self.go("#/workflows")
+        row = eventually("the chord listed as finished",
+                         lambda: d.find_element(By.CSS_SELECTOR, "#workflows-recent tbody tr"))
+        self.assertIn("success", row.text)
+        self.assertIn("301 / 301", self.text('#workflows-recent tbody tr [data-col="members"]'))
+        row.click()
+        eventually("the workflow page", lambda: d.find_element(By.ID, "workflow-tree"))
+        self.assertIn("chord", self.text("#workflow-tree"))
+        self.assertIn("… and 200 more", self.text("#workflow-tree"))
+        self.assertTrue(self.text("#workflow-result").startswith("["))
+        self.shot("workflow")
+        d.find_element(By.CSS_SELECTOR, '#workflow-tree a[data-member$="/1"]').click()
+        eventually("the reduce member's task page", lambda: d.find_element(By.ID, "task-workflow"))
+        top5 = json.loads(self.text("#task-result"))
+        self.assertEqual(len(top5), 5, top5)
+        self.assertTrue(all(isinstance(n, int) for _, n in top5), top5)
+        d.find_element(By.ID, "task-workflow").click()
+        eventually("back on the workflow", lambda: d.find_element(By.ID, "workflow-tree"))
+
+        # One waiting on a queue nobody serves: running, then revoked here.
+        wf = {"id": "browser-wf", "workflow": {"chain": [
+            {"queue": "wf_parked", "task": "a"}, {"queue": "wf_parked", "task": "b"}]}}
+        subprocess.run(["mosquitto_pub", "-p", str(self.broker.mqtt_port), "-q", "1",
+                        "-t", "swarmq/workflows", "-m", json.dumps(wf)], check=True)
+        self.go("#/workflows/browser-wf")
+        eventually("running", lambda: "running" in self.text('#workflow-detail [data-field="status"]'))
+        self.assertEqual(self.text('#workflow-tree li[data-path="0"] .badge'), "queued")
+        self.assertEqual(self.text('#workflow-tree li[data-path="1"] .badge'), "waiting")
+        d.find_element(By.CSS_SELECTOR, 'button[data-action="revoke-workflow"]').click()
+        eventually("confirm dialog", lambda: d.find_element(By.ID, "confirm-dialog").is_displayed())
+        d.find_element(By.ID, "confirm-ok").click()
+        eventually("revoked", lambda: "revoked" in self.text('#workflow-detail [data-field="status"]'))
+        self.assertEqual(json.loads(self.api("GET", "/tasks/browser-wf%2F0")[1])["status"], "revoked")
+
     def test_5c_schedules_are_listed_and_api_ones_removed(self):
         self.login(*ADMIN)
         status, body = self.driver.execute_async_script(

@@ -17,3 +17,4 @@ mod interop;
 mod lifecycle;
 mod support;
 mod tls;
+mod workflows;

@@ -296,7 +296,10 @@ impl Engine {
         let result = flow
             .run
             .complete(node, value, &mut |_, _| Known::New, &mut next);
-        self.send_progress(&mut flow, fx);
+        if result.is_none() {
+            // The last member's progress is the result itself.
+            self.send_progress(&mut flow, fx);
+        }
         let mut queues = BTreeSet::new();
         for m in next {
             let member = self.member_task(&flow.meta, &flow.run.tree, m);

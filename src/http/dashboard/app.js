@@ -586,6 +586,7 @@ async function pageTask(main, id) {
       field("task", t.task),
       field("worker", t.worker || "–"),
       field("requester", t.requester || "–"),
+      t.workflow ? field("workflow", h("a", { href: `#/workflows/${encodeURIComponent(t.workflow)}`, id: "task-workflow" }, t.workflow), "workflow") : null,
       field("attempts", t.attempts),
       field("priority", t.priority ?? 0),
       t.due_at_us && t.status === "scheduled" ? field("due", fmtTime(t.due_at_us), "due") : null,
@@ -601,10 +602,96 @@ async function pageTask(main, id) {
       t.expires_at_us ? field("expires", fmtTime(t.expires_at_us), "expires") : null,
     ),
     h("h2", {}, "Envelope"),
-    json({ task: t.task, args: t.args, kwargs: t.kwargs, ...(t.user_properties && t.user_properties.length ? { user_properties: t.user_properties } : {}) }),
+    json({ task: t.task, ...(t.chunk ? { chunk: t.chunk } : { args: t.args }), kwargs: t.kwargs, ...(t.user_properties && t.user_properties.length ? { user_properties: t.user_properties } : {}) }),
     t.progress !== undefined ? [h("h2", {}, "Latest progress"), h("div", { id: "task-progress" }, json(t.progress))] : null,
     t.status === "success" ? [h("h2", {}, "Result"), h("div", { id: "task-result" }, json(t.result))] : null,
     t.error ? [h("h2", {}, ["scheduled", "queued", "running"].includes(t.status) ? "Last attempt" : "Error"), h("pre", { id: "task-error-text" }, t.error)] : null,
+  );
+}
+
+// ---------- workflows ----------
+
+function workflowRow(w) {
+  const done = (w.counts && w.counts.success) || 0;
+  return h("tr", { class: "clickable", "data-workflow": w.id, onclick: () => { location.hash = `#/workflows/${encodeURIComponent(w.id)}`; } },
+    h("td", {}, h("code", {}, w.id)),
+    h("td", {}, badge(w.status)),
+    h("td", {}, w.kind),
+    h("td", { class: "num", "data-col": "members" }, `${fmtNum(done)} / ${fmtNum(w.members)}`),
+    h("td", {}, w.requester || "–"),
+    h("td", {}, fmtTime(w.submitted_at_us)),
+    h("td", {}, w.finished_at_us ? fmtMs((w.finished_at_us - w.submitted_at_us) / 1000) : "running"),
+  );
+}
+
+async function pageWorkflows(main) {
+  const { running, recent } = await api("/workflows");
+  const table = (id, list, empty) => list.length
+    ? h("table", { id },
+      h("thead", {}, h("tr", {}, h("th", {}, "workflow"), h("th", {}, "status"), h("th", {}, "root"),
+        h("th", { class: "num" }, "members done"), h("th", {}, "requester"), h("th", {}, "submitted"), h("th", {}, "took"))),
+      h("tbody", {}, list.map(workflowRow)))
+    : h("p", { class: "muted" }, empty);
+  render(main,
+    setTitle("Workflows"),
+    h("h2", {}, "Running"),
+    table("workflows-running", running, "None running. Publish {\"workflow\": …} to swarmq/workflows."),
+    h("h2", {}, "Recently finished"),
+    table("workflows-recent", recent, "None yet."),
+  );
+}
+
+async function revokeWorkflow(id) {
+  if (!await confirmAction(`Revoke workflow ${id}? Its members are revoked (running ones are told to cancel) and its requester gets a “revoked” result.`)) return;
+  try {
+    await api(`/workflows/${encodeURIComponent(id)}/revoke`, { method: "POST" });
+    toast(`Revoked ${id}`);
+  } catch (e) {
+    toast(`Revoke failed: ${e.message}`, true);
+  }
+  refresh();
+}
+
+// One node of a workflow's tree: kind, path, status; members link to their task.
+function treeNode(n) {
+  const label = n.id
+    ? h("a", { href: `#/tasks/${encodeURIComponent(n.id)}`, "data-member": n.id }, h("code", {}, n.path), ` ${n.task}`)
+    : h("span", {}, h("strong", {}, n.kind), n.path ? h("code", {}, ` ${n.path}`) : null);
+  return h("li", { "data-path": n.path, "data-status": n.status },
+    label, " ", badge(n.status), n.id ? h("span", { class: "muted" }, ` ${n.kind === "chunk" ? "chunk on" : "on"} ${n.queue}`) : null,
+    n.children && n.children.length
+      ? h("ul", {}, n.children.map(treeNode), n.more ? h("li", { class: "muted" }, `… and ${fmtNum(n.more)} more`) : null)
+      : null);
+}
+
+async function pageWorkflow(main, id) {
+  let w;
+  try {
+    w = await api(`/workflows/${encodeURIComponent(id)}`);
+  } catch (e) {
+    render(main, setTitle("Workflow"), h("p", { class: "error", id: "workflow-error" }, e.message));
+    return;
+  }
+  const field = (name, value, key) => [h("dt", {}, name), h("dd", { "data-field": key || name }, value)];
+  const counts = Object.entries(w.counts || {}).map(([k, v]) => h("span", { class: "count", "data-count": k }, badge(k), ` ${fmtNum(v)} `));
+  render(main,
+    setTitle(`Workflow ${w.id}`),
+    h("div", { class: "actions" },
+      isAdmin() && w.status === "running" ? h("button", { class: "danger", "data-action": "revoke-workflow", onclick: () => revokeWorkflow(w.id) }, "Revoke") : null),
+    h("dl", { class: "fields", id: "workflow-detail" },
+      field("id", h("code", {}, w.id)),
+      field("status", badge(w.status)),
+      field("members", fmtNum(w.members)),
+      field("by status", counts, "counts"),
+      field("requester", w.requester || "–"),
+      field("submitted", fmtTime(w.submitted_at_us), "submitted"),
+      field("finished", fmtTime(w.finished_at_us), "finished"),
+      field("took", w.finished_at_us ? fmtMs((w.finished_at_us - w.submitted_at_us) / 1000) : "running", "took"),
+    ),
+    w.status === "success" ? [h("h2", {}, "Result"), h("pre", { id: "workflow-result" }, JSON.stringify(w.result, null, 2))] : null,
+    w.error ? [h("h2", {}, "Error"), h("pre", { id: "workflow-error-text" }, w.error)] : null,
+    h("h2", {}, "Tree"),
+    h("ul", { class: "tree", id: "workflow-tree" }, treeNode(w.tree)),
   );
 }
 
@@ -623,9 +710,11 @@ function route() {
   else if (parts[0] === "workers") { name = "workers"; fn = () => pageWorkers(main); }
   else if (parts[0] === "tasks" && parts[1]) { name = "task"; fn = () => pageTask(main, parts[1]); }
   else if (parts[0] === "tasks") { name = "tasks"; fn = () => pageTasks(main, params); }
+  else if (parts[0] === "workflows" && parts[1]) { name = "workflow"; fn = () => pageWorkflow(main, parts[1]); }
+  else if (parts[0] === "workflows") { name = "workflows"; fn = () => pageWorkflows(main); }
   else if (parts[0] === "schedules") { name = "schedules"; fn = () => pageSchedules(main); }
   else if (parts[0] === "devices") { name = "devices"; fn = () => pageDevices(main); }
-  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === (name === "task" ? "tasks" : name));
+  for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === ({ task: "tasks", workflow: "workflows" }[name] || name));
   state.page = { name, fn };
   return refresh();
 }
@@ -660,7 +749,7 @@ function connectEvents() {
     }
     // Pages that show live state follow every tick; the task search and a
     // task page refresh on demand, so a reader is not interrupted.
-    if (state.page && ["overview", "queues", "workers"].includes(state.page.name)) refresh();
+    if (state.page && ["overview", "queues", "workers", "workflows", "workflow"].includes(state.page.name)) refresh();
   });
 }
 
