@@ -65,7 +65,9 @@ mod proptests;
 mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 pub use actions::{ActionError, RevokeOutcome};
 pub use clock::{Clock, SystemClock, now_us};
@@ -170,6 +172,9 @@ struct State {
     /// Workflows being written to the store, not yet running: a second
     /// submission with the same id is a duplicate.
     workflows_storing: HashSet<String>,
+    /// Workflows that ended under the lock; their member results are
+    /// removed from the store once it is released.
+    ended_workflows: Vec<String>,
 }
 
 struct Inner {
@@ -264,6 +269,7 @@ impl Engine {
             cold_ids: HashMap::new(),
             workflows: HashMap::new(),
             workflows_storing: HashSet::new(),
+            ended_workflows: Vec::new(),
         };
         for (name, limits) in &config.queues {
             st.add_queue(name, *limits);
@@ -333,13 +339,11 @@ impl Engine {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock would be a bug in this module; the
-        // state is still structurally valid (every mutation is a few plain
-        // collection operations), so keep serving rather than poison the broker.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // parking_lot's mutex does not poison: a panic while holding it
+        // would be a bug in this module, and the state is still
+        // structurally valid (every mutation is a few plain collection
+        // operations), so the broker keeps serving.
+        self.inner.state.lock()
     }
 
     fn emit(&self, event: impl FnOnce() -> TaskEvent) {
@@ -349,16 +353,49 @@ impl Engine {
     }
 
     /// Ends an operation: hands its effects to the outbox in decision order,
-    /// wakes the timer when a deadline earlier than its sleep was set, and
-    /// releases the lock.
-    fn commit(&self, mut st: MutexGuard<'_, State>, effects: Vec<Effect>) {
+    /// wakes the timer when a deadline earlier than its sleep was set,
+    /// releases the lock, then removes the member results of workflows that
+    /// ended.
+    fn commit(&self, st: MutexGuard<'_, State>, effects: Vec<Effect>) {
+        self.commit_with(st, effects, false);
+    }
+
+    /// As [`Engine::commit`], handing the lock straight to a thread waiting
+    /// for it, if any: for a long operation that releases the lock between
+    /// steps and would otherwise take it straight back.
+    fn commit_fair(&self, st: MutexGuard<'_, State>, effects: Vec<Effect>) {
+        self.commit_with(st, effects, true);
+    }
+
+    fn commit_with(&self, mut st: MutexGuard<'_, State>, effects: Vec<Effect>, fair: bool) {
         if !effects.is_empty() {
             self.inner.outbox.send(effects);
         }
         let wake = std::mem::take(&mut st.wake_timer);
-        drop(st);
+        let ended = std::mem::take(&mut st.ended_workflows);
+        if fair {
+            MutexGuard::unlock_fair(st);
+        } else {
+            drop(st);
+        }
         if wake {
             self.inner.timer.notify_one();
+        }
+        if !ended.is_empty() {
+            // Off the lock, and off the async threads when there are any: a
+            // chord of 100,000 members has as many results to delete.
+            let engine = self.clone();
+            let remove = move || {
+                for id in ended {
+                    if let Err(e) = engine.inner.store.remove_member_results(&id) {
+                        tracing::error!(workflow_id = %id, error = %e, "cannot remove a finished workflow's member results");
+                    }
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn_blocking(remove)),
+                Err(_) => remove(),
+            }
         }
     }
 

@@ -32,7 +32,9 @@
 //!   [`TaskStore::put_member_result`], durable when it returns, so a member
 //!   whose result was recorded never runs again. Its member tasks are
 //!   written only when they change (an attempt lost, a countdown): the
-//!   definition and the results are enough to rebuild the rest.
+//!   definition and the results are enough to rebuild the rest. An ended
+//!   workflow's record goes first, durably, then its results; results
+//!   without a record are dropped at the next start.
 //!
 //! fjall is the one implementation today (`crate::queue::FjallStore`); a
 //! replicated backend would implement the same four calls.
@@ -251,12 +253,28 @@ pub trait TaskStore: Send + Sync + 'static {
         result: &serde_json::Value,
     ) -> Result<(), StoreError>;
 
-    /// Deletes a workflow and its members' results, durably.
+    /// Deletes a workflow's record, durably: after a restart it is gone,
+    /// whatever results of it are left.
     ///
     /// # Errors
     ///
     /// Fails when the removal cannot be recorded.
     fn remove_workflow(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Deletes the member results of workflow `id` (whose record is gone).
+    ///
+    /// # Errors
+    ///
+    /// Fails when the removal cannot be recorded.
+    fn remove_member_results(&self, id: &str) -> Result<(), StoreError>;
+
+    /// Deletes member results whose workflow has no record (left by a
+    /// crash between the two removals); returns how many.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a backend error.
+    fn remove_orphan_results(&self) -> Result<usize, StoreError>;
 
     /// Calls `visit` with every stored workflow.
     ///

@@ -382,13 +382,35 @@ impl TaskStore for FjallStore {
     }
 
     fn remove_workflow(&self, id: &str) -> Result<(), StoreError> {
+        self.workflows.remove(id.as_bytes()).map_err(backend)?;
+        self.flush()
+    }
+
+    fn remove_member_results(&self, id: &str) -> Result<(), StoreError> {
         let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
         for guard in self.member_results.prefix(results_prefix(id)) {
             batch.remove(&self.member_results, guard.key().map_err(backend)?);
         }
-        batch.remove(&self.workflows, id.as_bytes());
+        batch.commit().map_err(backend)
+    }
+
+    fn remove_orphan_results(&self) -> Result<usize, StoreError> {
+        let mut orphans = Vec::new();
+        for guard in self.member_results.iter() {
+            let k = guard.key().map_err(backend)?;
+            let Some(nul) = k.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            if !self.workflows.contains_key(&k[..nul]).map_err(backend)? {
+                orphans.push(k.to_vec());
+            }
+        }
+        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        for k in &orphans {
+            batch.remove(&self.member_results, k.clone());
+        }
         batch.commit().map_err(backend)?;
-        self.flush()
+        Ok(orphans.len())
     }
 
     fn scan_workflows(&self, visit: &mut dyn FnMut(StoredWorkflow)) -> Result<(), StoreError> {

@@ -105,6 +105,28 @@ async fn count_prints_the_original_top_five() {
     assert!(lines[5].starts_with("2190 tasks in "), "{}", lines[5]);
     assert!(engine.workers().iter().all(|w| w.in_flight == 0));
 
+    // The same count as one workflow the broker runs to the workers' reduce:
+    // a chord of one mapper per word, and chunks of 100 words.
+    for (how, members) in [(&["--chord"][..], 2191), (&["--chunks", "100"][..], 23)] {
+        let mut args = vec!["count", "--url", &url, "--words", "2190"];
+        args.extend_from_slice(how);
+        args.push(text);
+        let stdout = succeeded(word_count(&args, None).await);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(
+            lines[..5],
+            ["would 12", "which 8", "their 8", "caught 6", "Farmer 6"],
+            "{how:?}"
+        );
+        assert!(
+            lines[5].starts_with(&format!("2190 words, {members} members in ")),
+            "{}",
+            lines[5]
+        );
+    }
+    let bad = word_count(&["count", "--url", &url, "--chunks", "0", text], None).await;
+    assert!(!bad.status.success(), "chunks of 0 words are refused");
+
     // A simulated device at 200 tasks/s, stopped after 50 tasks.
     let args = [
         "simulate", "--url", &url, "--rate", "200", "--tasks", "50", text,

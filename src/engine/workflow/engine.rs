@@ -21,7 +21,7 @@ use crate::metrics::RejectReason;
 
 /// Members admitted per hold of the engine's lock while a large workflow
 /// is expanded: other clients' tasks get through between batches.
-const ADMIT_BATCH: usize = 2_048;
+const ADMIT_BATCH: usize = 512;
 
 /// A workflow the engine is running.
 #[derive(Debug)]
@@ -196,7 +196,10 @@ impl Engine {
                 self.commit(st, fx);
                 break;
             }
-            self.commit(st, fx);
+            // Handed over to whoever waits: an ordinary unlock would let
+            // this thread take the lock straight back, and other clients'
+            // tasks would wait for the whole expansion after all.
+            self.commit_fair(st, fx);
             st = self.lock();
         }
         SubmitOutcome::Accepted
@@ -414,6 +417,7 @@ impl Engine {
         if let Err(e) = self.inner.store.remove_workflow(&id) {
             tracing::error!(workflow_id = %id, error = %e, "cannot remove a finished workflow from the store");
         }
+        st.ended_workflows.push(id.clone());
         st.remember_done(&id, self.inner.config.dedupe_window);
         self.inner.metrics.workflow_finished(status);
         let mut view = self.view_of(st, &flow);
@@ -529,6 +533,13 @@ impl Engine {
     /// Rebuilds every stored workflow after a restart (see the module
     /// docs), then drops member tasks whose workflow has ended.
     pub(in crate::engine) fn recover_workflows(&self) -> Result<(), EngineError> {
+        let orphans = self.inner.store.remove_orphan_results()?;
+        if orphans > 0 {
+            tracing::info!(
+                results = orphans,
+                "dropped member results of ended workflows"
+            );
+        }
         let mut stored = Vec::new();
         self.inner.store.scan_workflows(&mut |w| stored.push(w))?;
         let mut st = self.lock();
