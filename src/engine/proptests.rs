@@ -10,8 +10,9 @@ use swarmq_worker::wire::WorkerReply;
 
 use super::request::parse_request;
 
-/// Any JSON value, a few levels deep.
-fn any_json() -> impl Strategy<Value = Value> {
+/// Any JSON value, a few levels deep, its object keys mostly the ones the
+/// parsers look for (the task's and the workflow's).
+pub(super) fn any_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -39,6 +40,17 @@ fn any_json() -> impl Strategy<Value = Value> {
                     Just("progress".to_string()),
                     Just("result".to_string()),
                     Just("error".to_string()),
+                    Just("workflow".to_string()),
+                    Just("chain".to_string()),
+                    Just("group".to_string()),
+                    Just("chord".to_string()),
+                    Just("chunks".to_string()),
+                    Just("header".to_string()),
+                    Just("body".to_string()),
+                    Just("queue".to_string()),
+                    Just("items".to_string()),
+                    Just("size".to_string()),
+                    Just("immutable".to_string()),
                     "[a-z]{1,6}",
                 ],
                 inner,

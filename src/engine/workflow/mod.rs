@@ -18,6 +18,8 @@
 //! last member's result arrives.
 
 pub(super) mod engine;
+#[cfg(test)]
+mod proptests;
 mod run;
 mod tree;
 

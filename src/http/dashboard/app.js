@@ -688,7 +688,7 @@ async function pageWorkflow(main, id) {
       field("finished", fmtTime(w.finished_at_us), "finished"),
       field("took", w.finished_at_us ? fmtMs((w.finished_at_us - w.submitted_at_us) / 1000) : "running", "took"),
     ),
-    w.status === "success" ? [h("h2", {}, "Result"), h("pre", { id: "workflow-result" }, JSON.stringify(w.result, null, 2))] : null,
+    w.status === "success" ? [h("h2", {}, "Result"), h("pre", { id: "workflow-result", class: "wrap" }, JSON.stringify(w.result))] : null,
     w.error ? [h("h2", {}, "Error"), h("pre", { id: "workflow-error-text" }, w.error)] : null,
     h("h2", {}, "Tree"),
     h("ul", { class: "tree", id: "workflow-tree" }, treeNode(w.tree)),
