@@ -175,6 +175,9 @@ struct State {
     /// Workflows that ended under the lock; their member results are
     /// removed from the store once it is released.
     ended_workflows: Vec<String>,
+    /// Workflow members to admit, a batch at a time, once the operation
+    /// that started them releases the lock (see [`Engine::commit`]).
+    pending_members: VecDeque<StoredTask>,
 }
 
 struct Inner {
@@ -270,6 +273,7 @@ impl Engine {
             workflows: HashMap::new(),
             workflows_storing: HashSet::new(),
             ended_workflows: Vec::new(),
+            pending_members: VecDeque::new(),
         };
         for (name, limits) in &config.queues {
             st.add_queue(name, *limits);
@@ -353,30 +357,29 @@ impl Engine {
     }
 
     /// Ends an operation: hands its effects to the outbox in decision order,
-    /// wakes the timer when a deadline earlier than its sleep was set,
-    /// releases the lock, then removes the member results of workflows that
-    /// ended.
-    fn commit(&self, st: MutexGuard<'_, State>, effects: Vec<Effect>) {
-        self.commit_with(st, effects, false);
-    }
-
-    /// As [`Engine::commit`], handing the lock straight to a thread waiting
-    /// for it, if any: for a long operation that releases the lock between
-    /// steps and would otherwise take it straight back.
-    fn commit_fair(&self, st: MutexGuard<'_, State>, effects: Vec<Effect>) {
-        self.commit_with(st, effects, true);
-    }
-
-    fn commit_with(&self, mut st: MutexGuard<'_, State>, effects: Vec<Effect>, fair: bool) {
-        if !effects.is_empty() {
-            self.inner.outbox.send(effects);
-        }
-        let wake = std::mem::take(&mut st.wake_timer);
-        let ended = std::mem::take(&mut st.ended_workflows);
-        if fair {
+    /// admits the workflow members it started (a batch per hold of the
+    /// lock, handing the lock over fairly in between, so that a group of
+    /// 100,000 members does not stall other clients), wakes the timer when
+    /// a deadline earlier than its sleep was set, releases the lock, then
+    /// removes the member results of workflows that ended.
+    fn commit<'a>(&'a self, mut st: MutexGuard<'a, State>, mut effects: Vec<Effect>) {
+        let mut wake = false;
+        let mut ended = Vec::new();
+        loop {
+            if !effects.is_empty() {
+                self.inner.outbox.send(std::mem::take(&mut effects));
+            }
+            wake |= std::mem::take(&mut st.wake_timer);
+            ended.append(&mut st.ended_workflows);
+            if st.pending_members.is_empty() {
+                drop(st);
+                break;
+            }
+            // An ordinary unlock would let this thread take the lock
+            // straight back, and others would wait for every batch.
             MutexGuard::unlock_fair(st);
-        } else {
-            drop(st);
+            st = self.lock();
+            effects = self.admit_pending_members(&mut st);
         }
         if wake {
             self.inner.timer.notify_one();

@@ -1197,3 +1197,24 @@ fn bad_workflows_are_rejected_and_nothing_is_stored() {
     let r = r.restart();
     assert!(r.engine.running_workflows().is_empty(), "nothing stored");
 }
+
+#[test]
+fn a_large_group_after_a_chain_step_is_admitted_in_batches_all_of_it() {
+    let r = rig();
+    r.engine.worker_subscribed("w", 1, 10, "tasks/q");
+    let members: Vec<Value> = (0..3_000).map(|i| sig("m", json!([i]))).collect();
+    let wf = json!({"id": "big", "workflow": {"chain": [sig("a", json!([])), {"group": members}]}});
+    assert!(matches!(r.submit_workflow(wf), SubmitOutcome::Accepted));
+    assert_eq!(delivered_ids(&r.effects()), ["big/0"]);
+    answer(&r, "w", "big/0", json!({"result": "A"}));
+    let got = deliveries(&r.effects());
+    assert_eq!(got.len(), 10, "the worker's capacity");
+    assert_eq!(got[0].1["args"], json!(["A", 0]));
+    let q = &r.engine.queues()[0];
+    assert_eq!(
+        q.waiting + q.in_flight,
+        3_000,
+        "every member admitted, over several batches"
+    );
+    assert_eq!(r.engine.workflow("big").unwrap().counts["queued"], 2_990);
+}

@@ -20,7 +20,8 @@ use crate::engine::{Effect, Engine, EngineError, Stage, State, Submission, TaskE
 use crate::metrics::RejectReason;
 
 /// Members admitted per hold of the engine's lock while a large workflow
-/// is expanded: other clients' tasks get through between batches.
+/// (or a large group after a chain's step) starts: other clients' tasks get
+/// through between batches.
 const ADMIT_BATCH: usize = 512;
 
 /// A workflow the engine is running.
@@ -181,27 +182,8 @@ impl Engine {
                 progress_sent: 0,
             },
         );
-        let mut tasks = tasks.into_iter().peekable();
-        loop {
-            let mut fx = Vec::new();
-            let mut queues = BTreeSet::new();
-            for task in tasks.by_ref().take(ADMIT_BATCH) {
-                queues.insert(task.queue.clone());
-                self.admit_member(&mut st, task);
-            }
-            for q in &queues {
-                self.pump(&mut st, q, &mut fx);
-            }
-            if tasks.peek().is_none() {
-                self.commit(st, fx);
-                break;
-            }
-            // Handed over to whoever waits: an ordinary unlock would let
-            // this thread take the lock straight back, and other clients'
-            // tasks would wait for the whole expansion after all.
-            self.commit_fair(st, fx);
-            st = self.lock();
-        }
+        st.pending_members.extend(tasks);
+        self.commit(st, Vec::new());
         SubmitOutcome::Accepted
     }
 
@@ -231,6 +213,32 @@ impl Engine {
                 m.args,
             )
         }
+    }
+
+    /// Admits up to [`ADMIT_BATCH`] of the members waiting to be, and feeds
+    /// their queues' workers; members of a workflow that has ended since
+    /// are dropped. Returns the effects.
+    pub(in crate::engine) fn admit_pending_members(&self, st: &mut State) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        let mut queues = BTreeSet::new();
+        for _ in 0..ADMIT_BATCH {
+            let Some(task) = st.pending_members.pop_front() else {
+                break;
+            };
+            if !task
+                .workflow
+                .as_ref()
+                .is_some_and(|w| st.workflows.contains_key(w))
+            {
+                continue;
+            }
+            queues.insert(task.queue.clone());
+            self.admit_member(st, task);
+        }
+        for q in &queues {
+            self.pump(st, q, &mut fx);
+        }
+        fx
     }
 
     /// Admits a member task. Only one with a due time or an expiry is
@@ -303,14 +311,9 @@ impl Engine {
             // The last member's progress is the result itself.
             self.send_progress(&mut flow, fx);
         }
-        let mut queues = BTreeSet::new();
         for m in next {
             let member = self.member_task(&flow.meta, &flow.run.tree, m);
-            queues.insert(member.queue.clone());
-            self.admit_member(st, member);
-        }
-        for q in &queues {
-            self.pump(st, q, fx);
+            st.pending_members.push_back(member);
         }
         match result {
             Some(result) => self.finish_workflow(st, flow, Status::Success, Some(result), None, fx),
