@@ -321,6 +321,12 @@ fn engine_config(settings: &Settings) -> EngineConfig {
             .keys()
             .map(|name| (name.clone(), limits(settings.queue_limits(name))))
             .collect(),
+        flapping: crate::engine::FlapPolicy {
+            threshold: settings.tasks.flap_threshold,
+            window_ms: settings.tasks.flap_window_secs.saturating_mul(1000),
+            quarantine_ms: settings.tasks.quarantine_secs.saturating_mul(1000),
+            quarantine_max_ms: settings.tasks.quarantine_max_secs.saturating_mul(1000),
+        },
         workflow_limits: crate::engine::WorkflowLimits {
             max_bytes: settings.workflows.max_bytes,
             max_members: settings.workflows.max_members,

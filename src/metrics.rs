@@ -14,6 +14,10 @@ use swarmq_worker::wire::Status;
 pub const TASKS_SUBMITTED: &str = "swarmq_tasks_submitted_total";
 /// Tasks finished, by final status.
 pub const TASKS_FINISHED: &str = "swarmq_tasks_finished_total";
+/// Workers quarantined for dropping their tasks again and again.
+pub const WORKERS_QUARANTINED: &str = "swarmq_workers_quarantined_total";
+/// Deliveries lost to a flapping worker, not counted as attempts.
+pub const TASKS_LOST: &str = "swarmq_tasks_lost_total";
 /// Workflows accepted.
 pub const WORKFLOWS_SUBMITTED: &str = "swarmq_workflows_submitted_total";
 /// Workflows finished, by final status.
@@ -157,6 +161,8 @@ pub struct Metrics {
     submitted: AtomicU64,
     finished: [AtomicU64; 5],
     workflows_submitted: AtomicU64,
+    workers_quarantined: AtomicU64,
+    tasks_lost: AtomicU64,
     workflows_finished: [AtomicU64; 5],
     rejected: [AtomicU64; 8],
     redelivered: AtomicU64,
@@ -188,6 +194,16 @@ impl Metrics {
     /// Counts an accepted task.
     pub fn task_submitted(&self) {
         self.submitted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a worker put in quarantine.
+    pub fn worker_quarantined(&self) {
+        self.workers_quarantined.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a delivery lost to a flapping worker.
+    pub fn task_lost(&self) {
+        self.tasks_lost.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an accepted workflow.
@@ -385,6 +401,22 @@ impl Metrics {
             );
         }
 
+        counter(
+            &mut out,
+            TASKS_LOST,
+            "Deliveries lost to a flapping worker, not counted as attempts.",
+        );
+        let _ = writeln!(out, "{TASKS_LOST} {}", load(&self.tasks_lost));
+        counter(
+            &mut out,
+            WORKERS_QUARANTINED,
+            "Workers quarantined for dropping their tasks again and again.",
+        );
+        let _ = writeln!(
+            out,
+            "{WORKERS_QUARANTINED} {}",
+            load(&self.workers_quarantined)
+        );
         counter(&mut out, WORKFLOWS_SUBMITTED, "Workflows accepted.");
         let _ = writeln!(
             out,

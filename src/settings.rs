@@ -319,6 +319,15 @@ pub struct TaskSettings {
     pub max_dead_letters: usize,
     /// QoS of task messages to workers (0 or 1).
     pub delivery_qos: u8,
+    /// Disconnects holding tasks within `flap_window_secs` that quarantine
+    /// a worker (0: never).
+    pub flap_threshold: u32,
+    /// The window those disconnects are counted in.
+    pub flap_window_secs: u64,
+    /// The first quarantine; doubled at each further one.
+    pub quarantine_secs: u64,
+    /// The longest quarantine.
+    pub quarantine_max_secs: u64,
 }
 
 /// `[queues.<name>]`: overrides for one declared queue; each falls back to

@@ -24,6 +24,36 @@ pub struct EngineConfig {
     pub queues: BTreeMap<String, QueueLimits>,
     /// Bounds of one workflow.
     pub workflow_limits: super::WorkflowLimits,
+    /// When a worker that keeps dropping its tasks is quarantined.
+    pub flapping: FlapPolicy,
+}
+
+/// A worker is *flapping* when it disconnects holding tasks `threshold`
+/// times within `window_ms`. Then it gets no task for `quarantine_ms`,
+/// doubled at each further strike up to `quarantine_max_ms` (a quiet window
+/// starts over), and the deliveries it loses while flapping are counted as
+/// lost, not as attempts: one bad worker cannot use up everybody's attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlapPolicy {
+    /// Disconnects holding tasks within the window that make a worker
+    /// flapping; 0 turns the quarantine off.
+    pub threshold: u32,
+    /// The window, in milliseconds.
+    pub window_ms: u64,
+    /// The first quarantine, in milliseconds.
+    pub quarantine_ms: u64,
+    /// The longest quarantine, in milliseconds.
+    pub quarantine_max_ms: u64,
+}
+
+impl FlapPolicy {
+    /// No quarantine.
+    pub const OFF: FlapPolicy = FlapPolicy {
+        threshold: 0,
+        window_ms: 0,
+        quarantine_ms: 0,
+        quarantine_max_ms: 0,
+    };
 }
 
 impl EngineConfig {

@@ -45,7 +45,7 @@ impl Engine {
                 }
                 return;
             }
-            let Some(worker_id) = pick_worker(queue, queue_name, workers) else {
+            let Some(worker_id) = pick_worker(queue, queue_name, workers, now) else {
                 return;
             };
             let lease_ms = queue.limits.lease_timeout_ms;
@@ -327,6 +327,7 @@ impl Engine {
             id: task_id,
             reason: error,
             due_us: scheduled.then_some(due_us),
+            lost: false,
             at_us: now,
         });
         if due_us > st.cold_until_us {
@@ -354,18 +355,37 @@ impl Engine {
 
     /// A delivery of `key` ended without an answer (worker gone, lease
     /// expired): the task goes back to the front of its queue at once, or
-    /// fails when its attempts are used up. Returns the queue to pump, as a
-    /// slot was freed.
+    /// fails when its attempts are used up. A delivery lost to a flapping
+    /// worker (`charged` false) is counted as lost, not as an attempt.
+    /// Returns the queue to pump, as a slot was freed.
     pub(super) fn delivery_lost(
         &self,
         st: &mut State,
         key: TaskKey,
         why: &str,
+        charged: bool,
         fx: &mut Vec<Effect>,
     ) -> Option<String> {
         let lease = st.detach(key);
         let entry = st.tasks.get(&key)?;
         let queue = entry.task.queue.clone();
+        if !charged {
+            let now = self.now_us();
+            let entry = st.tasks.get_mut(&key)?;
+            entry.task.lost += 1;
+            entry.task.not_before_us = None;
+            self.persist(&entry.task, key);
+            self.inner.metrics.task_lost();
+            self.emit(|| TaskEvent::Requeued {
+                id: entry.task.id.clone(),
+                reason: format!("{why} (a flapping worker: not counted as an attempt)"),
+                due_us: None,
+                lost: true,
+                at_us: now,
+            });
+            st.attach(key, Stage::Ready, true);
+            return Some(queue);
+        }
         let attempts = entry.task.attempts + 1;
         if attempts >= st.policy(&entry.task).max_attempts {
             let error = format!("{why}; gave up after {attempts} attempts");
@@ -383,6 +403,7 @@ impl Engine {
             id: entry.task.id.clone(),
             reason: why.to_string(),
             due_us: None,
+            lost: false,
             at_us: now,
         });
         st.attach(key, Stage::Ready, true);
@@ -428,7 +449,9 @@ impl Engine {
                         continue;
                     }
                     tracing::warn!(worker = %lease.worker, "lease expired; taking the task back");
-                    if let Some(q) = self.delivery_lost(&mut st, key, "lease expired", &mut fx) {
+                    if let Some(q) =
+                        self.delivery_lost(&mut st, key, "lease expired", true, &mut fx)
+                    {
                         touched.insert(q);
                     }
                 }
@@ -483,13 +506,18 @@ impl Engine {
                 }
             }
         }
+        let (released, next_release) = Engine::release_quarantines(&mut st, now);
+        touched.extend(released);
         for q in touched {
             self.pump(&mut st, &q, &mut fx);
         }
         let next = if more_cold {
             Some(now)
         } else {
-            st.deadlines.next_us()
+            match (st.deadlines.next_us(), next_release) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         };
         let max_sleep_us = MAX_TIMER_SLEEP.as_micros() as u64;
         st.timer_armed_us = next.map_or(now + max_sleep_us, |t| t.min(now + max_sleep_us));

@@ -57,6 +57,8 @@ pub enum TaskEvent {
         reason: String,
         /// When it may be delivered again, if later than now.
         due_us: Option<u64>,
+        /// Lost to a flapping worker: not counted as an attempt.
+        lost: bool,
         /// When.
         at_us: u64,
     },

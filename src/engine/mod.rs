@@ -71,7 +71,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 pub use actions::{ActionError, RevokeOutcome};
 pub use clock::{Clock, SystemClock, now_us};
-pub use config::{EngineConfig, QueueLimits, RateLimit, RetryPolicy};
+pub use config::{EngineConfig, FlapPolicy, QueueLimits, RateLimit, RetryPolicy};
 pub use dispatch::{Answered, HolderCheck, REQUESTER_PROPERTY};
 pub use effects::{Effect, MemoryOutbox, Outbox};
 pub use events::{EventObserver, TaskEvent};
@@ -178,6 +178,9 @@ struct State {
     /// Workflow members to admit, a batch at a time, once the operation
     /// that started them releases the lock (see [`Engine::commit`]).
     pending_members: VecDeque<StoredTask>,
+    /// Recent task-dropping disconnects and quarantines, by client id; kept
+    /// across the worker's reconnects.
+    flaps: HashMap<String, workers::Flap>,
 }
 
 struct Inner {
@@ -274,6 +277,7 @@ impl Engine {
             workflows_storing: HashSet::new(),
             ended_workflows: Vec::new(),
             pending_members: VecDeque::new(),
+            flaps: HashMap::new(),
         };
         for (name, limits) in &config.queues {
             st.add_queue(name, *limits);

@@ -186,6 +186,7 @@ impl Engine {
             retry: parsed.retry.map(|r| r.apply(queue_retry)),
             progress: parsed.progress,
             attempts: 0,
+            lost: 0,
             last_error: None,
             requester: sub.requester,
             workflow: None,

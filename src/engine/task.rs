@@ -85,6 +85,9 @@ pub struct StoredTask {
     /// expired, retry asked). Persisted so attempts are counted across restarts.
     #[serde(default)]
     pub attempts: u32,
+    /// Deliveries lost to a flapping worker: not counted as attempts.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub lost: u32,
     /// The error of the last attempt, when it asked for a retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -100,6 +103,10 @@ pub struct StoredTask {
 }
 
 fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -121,6 +128,7 @@ impl StoredTask {
             retry: None,
             progress: false,
             attempts: 0,
+            lost: 0,
             last_error: None,
             requester: None,
             workflow: None,

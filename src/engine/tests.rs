@@ -43,6 +43,12 @@ fn config(l: QueueLimits) -> EngineConfig {
         max_dead_letters: 100,
         default_limits: l,
         queues: Default::default(),
+        flapping: FlapPolicy {
+            threshold: 3,
+            window_ms: 60_000,
+            quarantine_ms: 5_000,
+            quarantine_max_ms: 300_000,
+        },
         workflow_limits: crate::engine::WorkflowLimits {
             max_bytes: 1 << 20,
             max_members: 10_000,
@@ -1217,4 +1223,65 @@ fn a_large_group_after_a_chain_step_is_admitted_in_batches_all_of_it() {
         "every member admitted, over several batches"
     );
     assert_eq!(r.engine.workflow("big").unwrap().counts["queued"], 2_990);
+}
+
+#[test]
+fn a_flapping_worker_is_quarantined_and_its_drops_do_not_use_up_attempts() {
+    let r = rig();
+    for i in 0..20 {
+        r.submit("q", &format!(r#"{{"id":"t{i}"}}"#));
+    }
+    // A greedy worker that drops its connection each time it has tasks.
+    let mut conn = 0;
+    for drop_no in 1..=5 {
+        conn += 1;
+        r.engine.worker_subscribed("bad", conn, 20, "tasks/q");
+        let got = delivered_ids(&r.effects());
+        if drop_no <= 3 {
+            assert_eq!(got.len(), 20, "drop {drop_no}: it takes every task");
+        } else {
+            assert!(
+                got.is_empty(),
+                "drop {drop_no}: quarantined, it gets nothing"
+            );
+        }
+        r.engine.worker_gone("bad", conn);
+        r.effects();
+    }
+    let snap = r.engine.workers();
+    assert!(snap.is_empty());
+    // Two drops were charged, the third made it flapping: nobody failed.
+    r.engine.worker_subscribed("good", 100, 20, "tasks/q");
+    let got = deliveries(&r.effects());
+    assert_eq!(got.len(), 20);
+    assert!(
+        got.iter().all(|(_, m)| m["attempt"] == 3),
+        "two attempts used, not three"
+    );
+    conn += 1;
+    r.engine.worker_subscribed("bad", conn, 20, "tasks/q");
+    let bad = r
+        .engine
+        .workers()
+        .into_iter()
+        .find(|w| w.id == "bad")
+        .unwrap();
+    assert_eq!(bad.quarantined_until_us, Some(T0 + 5_000_000));
+    let text = r.engine.metrics().render(&[], 0);
+    assert!(text.contains("swarmq_tasks_lost_total 20\n"), "{text}");
+    assert!(text.contains("swarmq_workers_quarantined_total 1\n"));
+    for (id, _) in &got {
+        answer(&r, "good", id, json!({"result": 1}));
+    }
+    let finals = replies(&r.effects());
+    assert_eq!(
+        finals.iter().filter(|f| f["status"] == "success").count(),
+        20
+    );
+    // The quarantine ends with its time: the worker is fed again.
+    r.submit("q", r#"{"id":"later"}"#);
+    r.effects();
+    r.engine.worker_gone("good", 100);
+    r.at_ms(5_001);
+    assert_eq!(delivered_ids(&r.effects()), ["later"]);
 }

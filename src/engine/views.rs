@@ -33,6 +33,9 @@ pub struct WorkerSnapshot {
     pub in_flight: usize,
     /// Queues it consumes.
     pub queues: Vec<String>,
+    /// Quarantined until then (microseconds since the epoch) for dropping
+    /// its tasks again and again: it gets no new task before.
+    pub quarantined_until_us: Option<u64>,
 }
 
 impl Engine {
@@ -97,6 +100,8 @@ impl Engine {
                 capacity: w.capacity,
                 in_flight: w.in_flight.len(),
                 queues: queues_of(&st, id),
+                quarantined_until_us: (w.quarantined_until_us > 0)
+                    .then_some(w.quarantined_until_us),
             })
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));

@@ -6,7 +6,7 @@
 //! late disconnect of an old connection cannot unregister a new one that
 //! took its client id.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use swarmq_worker::wire;
 
@@ -25,6 +25,24 @@ pub(super) struct Worker {
     pub(super) filters: Vec<String>,
     pub(super) in_flight: HashSet<TaskKey>,
     pub(super) per_queue: HashMap<String, u32>,
+    /// Gets no task before this time (microseconds; 0: not quarantined).
+    pub(super) quarantined_until_us: u64,
+}
+
+/// How long a quarantined client is remembered after its quarantine.
+const FLAP_MEMORY_US: u64 = 3_600_000_000;
+
+/// A client's recent task-dropping disconnects and its quarantine.
+#[derive(Debug, Default)]
+pub(super) struct Flap {
+    /// When it disconnected holding tasks, within the window.
+    drops: VecDeque<u64>,
+    /// Quarantines so far, since the last quiet window.
+    strikes: u32,
+    /// Quarantined until then (microseconds).
+    pub(super) until_us: u64,
+    /// The quarantine has ended and its queues were fed again.
+    released: bool,
 }
 
 impl Engine {
@@ -35,6 +53,14 @@ impl Engine {
         let mut st = self.lock();
         let mut fx = Vec::new();
         let capacity = capacity.max(1);
+        // A quarantine outlives the connection that earned it.
+        let now = self.now_us();
+        let quarantined_until_us = st
+            .flaps
+            .get(worker)
+            .map(|f| f.until_us)
+            .filter(|t| *t > now)
+            .unwrap_or(0);
         let w = st
             .workers
             .entry(worker.to_string())
@@ -44,12 +70,14 @@ impl Engine {
                 filters: Vec::new(),
                 in_flight: HashSet::new(),
                 per_queue: HashMap::new(),
+                quarantined_until_us: 0,
             });
         w.conn = conn;
         w.capacity = capacity;
         if !w.filters.iter().any(|f| f == filter) {
             w.filters.push(filter.to_string());
         }
+        w.quarantined_until_us = quarantined_until_us;
         // An exact queue filter creates the queue, so a worker can wait on a
         // queue nobody has submitted to yet.
         if let Some(name) = filter.strip_prefix(wire::TASKS_PREFIX)
@@ -127,10 +155,13 @@ impl Engine {
                 "worker left holding tasks; redelivering"
             );
         }
+        let flapping = !held.is_empty() && self.note_drop(&mut st, worker, now);
         let mut fx = Vec::new();
         let mut touched = HashSet::new();
         for key in held {
-            if let Some(q) = self.delivery_lost(&mut st, key, "worker disconnected", &mut fx) {
+            if let Some(q) =
+                self.delivery_lost(&mut st, key, "worker disconnected", !flapping, &mut fx)
+            {
                 touched.insert(q);
             }
         }
@@ -138,6 +169,83 @@ impl Engine {
             self.pump(&mut st, &q, &mut fx);
         }
         self.commit(st, fx);
+    }
+
+    /// Records that `worker` disconnected holding tasks; returns whether it
+    /// is flapping (its tasks are then not charged an attempt), and
+    /// quarantines it when this drop makes it so.
+    fn note_drop(&self, st: &mut State, worker: &str, now: u64) -> bool {
+        let policy = self.inner.config.flapping;
+        if policy.threshold == 0 {
+            return false;
+        }
+        let window_us = policy.window_ms.saturating_mul(1000);
+        let flap = st.flaps.entry(worker.to_string()).or_default();
+        while flap
+            .drops
+            .front()
+            .is_some_and(|t| now.saturating_sub(*t) > window_us)
+        {
+            flap.drops.pop_front();
+        }
+        if flap.drops.is_empty() && flap.until_us + window_us < now {
+            // A quiet window: it starts over.
+            flap.strikes = 0;
+        }
+        flap.drops.push_back(now);
+        if flap.drops.len() < policy.threshold as usize {
+            return false;
+        }
+        let ms = policy
+            .quarantine_ms
+            .saturating_mul(1u64 << flap.strikes.min(20))
+            .min(policy.quarantine_max_ms);
+        flap.strikes += 1;
+        flap.until_us = now.saturating_add(ms.saturating_mul(1000));
+        flap.released = false;
+        flap.drops.clear();
+        tracing::warn!(
+            worker,
+            quarantine_ms = ms,
+            drops = policy.threshold,
+            window_ms = policy.window_ms,
+            "worker keeps dropping its tasks; quarantined (no new tasks)"
+        );
+        self.inner.metrics.worker_quarantined();
+        true
+    }
+
+    /// Ends the quarantines that are over; returns the queues of the
+    /// workers released (to feed them) and the next end still to come.
+    pub(super) fn release_quarantines(st: &mut State, now: u64) -> (Vec<String>, Option<u64>) {
+        let mut released = Vec::new();
+        let mut next = None;
+        let ended: Vec<String> = st
+            .flaps
+            .iter_mut()
+            .filter_map(|(id, f)| {
+                if f.released {
+                    return None;
+                }
+                if f.until_us > now {
+                    next = Some(next.map_or(f.until_us, |n: u64| n.min(f.until_us)));
+                    return None;
+                }
+                f.released = true;
+                Some(id.clone())
+            })
+            .collect();
+        for id in ended {
+            if let Some(w) = st.workers.get_mut(&id) {
+                w.quarantined_until_us = 0;
+                tracing::info!(worker = %id, "quarantine over");
+                released.extend(queues_of(st, &id));
+            }
+        }
+        // Forget clients quiet for an hour: their next quarantine starts over.
+        st.flaps
+            .retain(|_, f| !f.drops.is_empty() || now < f.until_us.saturating_add(FLAP_MEMORY_US));
+        (released, next)
     }
 
     pub(super) fn emit_worker_seen(&self, st: &State, worker: &str) {
@@ -189,6 +297,7 @@ pub(super) fn pick_worker(
     queue: &mut Queue,
     queue_name: &str,
     workers: &HashMap<String, Worker>,
+    now: u64,
 ) -> Option<String> {
     let n = queue.consumers.len();
     if n == 0 {
@@ -201,6 +310,9 @@ pub(super) fn pick_worker(
         let Some(w) = workers.get(&queue.consumers[idx]) else {
             continue;
         };
+        if w.quarantined_until_us > now {
+            continue;
+        }
         let held = w.in_flight.len() as u32;
         let mut free = w.capacity.saturating_sub(held);
         if queue.limits.max_per_worker > 0 {

@@ -153,6 +153,9 @@ pub struct TaskRecord {
     /// A chunk task's items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<Vec<Value>>,
+    /// Deliveries lost to a flapping worker (not counted in `attempts`).
+    #[serde(default)]
+    pub lost_deliveries: u32,
     /// MQTT 5 user properties of the submission.
     #[serde(default)]
     pub user_properties: Vec<(String, String)>,
@@ -210,6 +213,7 @@ impl TaskRecord {
             reply: task.reply,
             workflow: task.workflow,
             chunk: task.chunk,
+            lost_deliveries: task.lost,
             user_properties: task.user_properties,
             expires_at_us: task.expires_at_us,
             due_at_us: task.not_before_us,
@@ -248,6 +252,7 @@ impl TaskRecord {
             reply,
             workflow: None,
             chunk: None,
+            lost_deliveries: 0,
             user_properties: Vec::new(),
             expires_at_us: None,
             due_at_us: None,
@@ -313,6 +318,7 @@ impl TaskRecord {
             "run_ms": self.run_ms(),
             "args": self.args,
             "chunk": self.chunk,
+            "lost_deliveries": self.lost_deliveries,
             "workflow": self.workflow,
             "kwargs": self.kwargs,
             "result": self.result,

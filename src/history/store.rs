@@ -309,9 +309,14 @@ impl HistoryStore {
                     }
                 }
                 TaskEvent::Requeued {
-                    id, reason, due_us, ..
+                    id,
+                    reason,
+                    due_us,
+                    lost,
+                    ..
                 } => {
                     if let Some(p) = self.pending(&mut pending, &id)? {
+                        p.record.lost_deliveries += u32::from(lost);
                         p.record.summary.status = if due_us.is_some() {
                             TaskState::Scheduled
                         } else {

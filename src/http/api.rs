@@ -754,6 +754,7 @@ async fn workers(_: Caller, State(state): State<HttpState>) -> Json<Value> {
                 "queues": l.map_or(k.queues.clone(), |l| l.queues.clone()),
                 "capacity": l.map_or(k.capacity, |l| l.capacity),
                 "in_flight": l.map_or(0, |l| l.in_flight),
+                "quarantined_until_us": l.and_then(|l| l.quarantined_until_us),
                 "completed": k.completed,
                 "failed": k.failed,
                 "connected_since_us": k.connected_since_us,

@@ -625,3 +625,80 @@ async fn an_mqtt_5_client_is_told_why_it_is_disconnected() {
     assert_eq!(tail.first(), Some(&0xE0), "{tail:02x?}");
     assert_eq!(tail.get(2), Some(&0x8E), "Session taken over: {tail:02x?}");
 }
+
+/// The case: a greedy worker that takes every waiting task and drops
+/// its connection, five times. Before, each drop burned an attempt of every
+/// task it held and 56 of 100 ended `failure`; now the third drop makes it
+/// flapping: it is quarantined and its drops are counted as lost, not as
+/// attempts, so every task succeeds on the good worker.
+#[tokio::test]
+async fn a_flapping_worker_is_quarantined_and_cannot_use_up_the_attempts_of_others() {
+    let broker = TestBroker::start_with(&[("tasks.max_attempts", "3")]).await;
+    let client = swarmq_worker::Client::connect(&broker.url()).await.unwrap();
+    let mut pending = Vec::new();
+    for i in 0..100 {
+        let request = swarmq_worker::wire::TaskRequest {
+            id: Some(format!("flap-{i}")),
+            ..Default::default()
+        };
+        pending.push(client.submit("flap", request).await.unwrap());
+    }
+    let engine = broker.engine.clone();
+    eventually("100 tasks queued", move || {
+        let e = engine.clone();
+        async move { e.queues().iter().map(|q| q.waiting).sum::<usize>() == 100 }
+    })
+    .await;
+    for drop_no in 0..5 {
+        let mut greedy = V5Peer::connect_with(broker.mqtt, "flapper", |o| {
+            o.set_receive_maximum(Some(60_000));
+        })
+        .await;
+        greedy.subscribe("$share/g/tasks/flap").await;
+        wait_consumers(&broker, "flap", 1).await;
+        if drop_no < 3 {
+            // It takes every waiting task (up to tasks.max_capacity).
+            let engine = broker.engine.clone();
+            eventually("the flapper holds the tasks", move || {
+                let e = engine.clone();
+                async move { e.in_flight() == 100 }
+            })
+            .await;
+        } else {
+            assert_eq!(broker.engine.in_flight(), 0, "quarantined: no task for it");
+            let w = broker.engine.workers();
+            assert!(w[0].quarantined_until_us.is_some(), "{w:?}");
+        }
+        greedy.kill();
+        let engine = broker.engine.clone();
+        eventually("the flapper gone", move || {
+            let e = engine.clone();
+            async move { e.workers().is_empty() }
+        })
+        .await;
+    }
+    let (_w, _) = spawn_worker(&broker.url(), "steady", "flap", 16, "flap", |_| async {
+        Ok(json!("done"))
+    });
+    let mut failures = 0;
+    for p in pending {
+        let r = within("a result", p).await.unwrap();
+        if r.status != swarmq_worker::wire::Status::Success {
+            failures += 1;
+        }
+    }
+    assert_eq!(failures, 0, "no task failed for the flapper's drops");
+    let (_, body) = broker.http_get("/api/v1/tasks/flap-7").await;
+    let record: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(record["lost_deliveries"], 1, "{record}");
+    assert_eq!(
+        record["attempts"], 3,
+        "two charged drops, then the good run"
+    );
+    let (_, metrics) = broker.http_get("/metrics").await;
+    assert!(
+        metrics.contains("swarmq_workers_quarantined_total 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("swarmq_tasks_lost_total 100\n"));
+}
