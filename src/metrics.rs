@@ -113,10 +113,12 @@ pub enum RejectReason {
     ReplyTopicDenied,
     /// The requester's identity is over its `publish_rate`.
     RateLimited,
+    /// The queue store cannot write (a full disk).
+    StoreFailed,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 8] = [
+    const ALL: [RejectReason; 9] = [
         RejectReason::InvalidPayload,
         RejectReason::PayloadTooLarge,
         RejectReason::InvalidQueue,
@@ -125,6 +127,7 @@ impl RejectReason {
         RejectReason::ShuttingDown,
         RejectReason::ReplyTopicDenied,
         RejectReason::RateLimited,
+        RejectReason::StoreFailed,
     ];
 
     /// The label value.
@@ -138,6 +141,7 @@ impl RejectReason {
             RejectReason::ShuttingDown => "shutting_down",
             RejectReason::ReplyTopicDenied => "reply_topic_denied",
             RejectReason::RateLimited => "rate_limited",
+            RejectReason::StoreFailed => "store_failed",
         }
     }
 }
@@ -164,7 +168,7 @@ pub struct Metrics {
     workers_quarantined: AtomicU64,
     tasks_lost: AtomicU64,
     workflows_finished: [AtomicU64; 5],
-    rejected: [AtomicU64; 8],
+    rejected: [AtomicU64; 9],
     redelivered: AtomicU64,
     retried: AtomicU64,
     duplicate: AtomicU64,

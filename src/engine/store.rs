@@ -87,6 +87,10 @@ pub enum StoreError {
     /// A record could not be encoded.
     #[error("task could not be encoded")]
     Encode(#[source] serde_json::Error),
+    /// The store cannot write (a full disk, most often), for this reason;
+    /// it recovers by itself once it can.
+    #[error("the queue store cannot write: {0}")]
+    Unavailable(String),
 }
 
 /// A workflow as stored: what it was submitted with, and the results of
@@ -275,6 +279,9 @@ pub trait TaskStore: Send + Sync + 'static {
     ///
     /// Fails on a backend error.
     fn remove_orphan_results(&self) -> Result<usize, StoreError>;
+
+    /// Why the store cannot write now, if it cannot.
+    fn condition(&self) -> Option<String>;
 
     /// Calls `visit` with every stored workflow.
     ///

@@ -24,13 +24,20 @@ pub enum SubmitOutcome {
         /// Human-readable detail.
         message: String,
     },
-    /// The task could not be stored: do not acknowledge, so the client retries.
-    NotStored(super::StoreError),
+    /// The task could not be stored (nothing of it was). A requester with
+    /// a reply topic has been sent a `rejected` result saying why
+    /// (`answered`); one without should not be acknowledged, so it retries.
+    NotStored {
+        /// What the store said.
+        error: super::StoreError,
+        /// A `rejected` result went to the requester's reply topic.
+        answered: bool,
+    },
 }
 
 impl Engine {
     /// Validates, stores and queues a task, and hands it to a free worker.
-    pub fn submit(&self, sub: Submission<'_>) -> SubmitOutcome {
+    pub fn submit(&self, mut sub: Submission<'_>) -> SubmitOutcome {
         let config = &self.inner.config;
         let v5_reply = sub.response_topic.clone().map(|topic| ReplyTo {
             topic,
@@ -178,7 +185,7 @@ impl Engine {
             args: parsed.args,
             kwargs: parsed.kwargs,
             reply,
-            user_properties: sub.user_properties,
+            user_properties: std::mem::take(&mut sub.user_properties),
             submitted_at_us: now,
             expires_at_us,
             not_before_us,
@@ -188,14 +195,15 @@ impl Engine {
             attempts: 0,
             lost: 0,
             last_error: None,
-            requester: sub.requester,
+            requester: sub.requester.take(),
             workflow: None,
             chunk: None,
         };
         let queue = task.queue.clone();
-        if let Err(e) = self.admit(&mut st, key, task) {
-            tracing::error!(queue, error = %e, "cannot store task; not acknowledged");
-            return SubmitOutcome::NotStored(e);
+        let (id, reply) = (task.id.clone(), task.reply.clone());
+        if let Err(error) = self.admit(&mut st, key, task) {
+            drop(st);
+            return self.not_stored(&sub, error, reply, id);
         }
         let mut fx = Vec::new();
         self.pump(&mut st, &queue, &mut fx);
@@ -281,6 +289,34 @@ impl Engine {
 }
 
 impl Engine {
+    /// A submission the store could not take: logged, counted, and answered
+    /// `rejected` (status `rejected`, the store's reason) where a reply
+    /// topic is known.
+    pub(super) fn not_stored(
+        &self,
+        sub: &Submission<'_>,
+        error: super::StoreError,
+        reply: Option<ReplyTo>,
+        id: String,
+    ) -> SubmitOutcome {
+        let message = format!("not stored: {error}");
+        let answered = reply.is_some();
+        let _ = self.reject(
+            sub,
+            RejectReason::StoreFailed,
+            message,
+            reply.as_ref(),
+            Some(id),
+        );
+        SubmitOutcome::NotStored { error, answered }
+    }
+
+    /// Why the queue store cannot write now, if it cannot (`/healthz`, the
+    /// dashboard).
+    pub fn store_condition(&self) -> Option<String> {
+        self.inner.store.condition()
+    }
+
     /// The key of cold task `id` (on disk only), if there is one.
     pub(super) fn cold_key(&self, st: &State, id: &str) -> Option<TaskKey> {
         if let Some(key) = st.cold_ids.get(id) {

@@ -344,6 +344,7 @@ fn overview_json(state: &HttpState) -> Value {
         "totals": totals(state),
         "now": ctx.activity.latest(),
         "connections": ctx.engine.metrics().connections(),
+        "store_error": ctx.engine.store_condition(),
         "workers_online": ctx.engine.workers().len(),
         "queues": queues.len(),
         "waiting": queues.iter().map(|q| q.waiting).sum::<usize>(),

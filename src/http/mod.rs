@@ -199,11 +199,18 @@ async fn dashboard_style() -> impl IntoResponse {
     )
 }
 
+/// 200 while the broker serves and its queue store can write; 503 with the
+/// reason otherwise (a full disk: until writes resume by themselves).
 async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.serving.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not serving\n")
+    if !state.serving.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not serving\n".to_string());
+    }
+    match state.ctx.engine.store_condition() {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("queue store cannot write: {reason}\n"),
+        ),
     }
 }
 

@@ -454,6 +454,7 @@ impl Live {
                     }
                     RejectReason::ReplyTopicDenied => PublishAckReason::NotAuthorized,
                     RejectReason::ShuttingDown => PublishAckReason::ImplementationSpecificError,
+                    RejectReason::StoreFailed => PublishAckReason::UnspecifiedError,
                 };
                 PublishAclResult(PublishResult::reason_code(
                     code,
@@ -461,12 +462,27 @@ impl Live {
                     false,
                 ))
             }
-            // Disconnecting without PUBACK makes the client resend the task.
-            SubmitOutcome::NotStored(e) => PublishAclResult(PublishResult::reason_code(
-                PublishAckReason::UnspecifiedError,
-                Some(format!("task not stored: {e}").into()),
-                true,
-            )),
+            // MQTT 5: a PUBACK saying why (0x97 for a full disk), and the
+            // connection stays. 3.1.1 has no reason codes: a requester that
+            // was sent its `rejected` result is acknowledged; any other is
+            // disconnected without a PUBACK, so it sends the task again.
+            SubmitOutcome::NotStored { error, answered } => {
+                let v5 = matches!(
+                    session.connect_info().await.ok().as_deref(),
+                    Some(ConnectInfo::V5(..))
+                );
+                let reason = error.to_string();
+                let code = if reason.contains("os error 28") || reason.contains("No space left") {
+                    PublishAckReason::QuotaExceeded
+                } else {
+                    PublishAckReason::UnspecifiedError
+                };
+                PublishAclResult(PublishResult::reason_code(
+                    code,
+                    Some(format!("task not stored: {reason}").into()),
+                    !v5 && !answered,
+                ))
+            }
         };
         HookResult::PublishAclResult(acl)
     }

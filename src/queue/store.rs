@@ -18,7 +18,9 @@ use std::path::Path;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 
 use crate::engine::{
     DeadLetter, DeadPage, ScheduleRecord, StoreError, StoredTask, StoredWorkflow, TaskKey,
@@ -35,9 +37,49 @@ pub enum SyncMode {
     Fsync,
 }
 
-/// The durable task store. Cheap to clone.
-#[derive(Clone)]
+/// The durable task store.
+///
+/// fjall refuses every write once one has failed (its journal's state is
+/// then unknown). So a failed write (a full disk, most often) marks the
+/// store as failing with its cause, [`TaskStore::condition`] reports it, and
+/// at most once a second a call reopens the database, which replays the
+/// journal (dropping a torn last entry) and goes on with what was durable:
+/// writes resume by themselves once space is back.
 pub struct FjallStore {
+    dir: std::path::PathBuf,
+    sync: SyncMode,
+    /// The open database; `None` only while it is being reopened.
+    open: RwLock<Option<Arc<Handles>>>,
+    /// Why writes fail, since when the store is failing.
+    failure: Mutex<Option<Failure>>,
+    /// Records whose write failed: it may have reached the journal all the
+    /// same. They are deleted as soon as the store is reopened, so that a
+    /// submission refused is never stored ("nothing unacknowledged is
+    /// half-stored").
+    doubtful: Mutex<Vec<(Doubt, Vec<u8>)>>,
+    /// Dead letters per queue, counted at open and kept in step.
+    dead_counts: Mutex<HashMap<String, usize>>,
+}
+
+/// The keyspace of a doubtful record.
+#[derive(Debug, Clone, Copy)]
+enum Doubt {
+    Tasks,
+    Due,
+    Workflows,
+}
+
+#[derive(Debug)]
+struct Failure {
+    reason: String,
+    last_try: std::time::Instant,
+}
+
+/// How often a failing store tries to reopen its database.
+const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The database and its keyspaces.
+struct Handles {
     db: Database,
     tasks: Keyspace,
     /// Dead letters: `<queue>/` + failed_at_us (8 bytes, big-endian) + task id.
@@ -52,9 +94,26 @@ pub struct FjallStore {
     /// Member results: workflow id + NUL + member path → result JSON.
     /// Workflow ids hold no NUL, so each workflow is one key prefix.
     member_results: Keyspace,
-    /// Dead letters per queue, counted at open and kept in step.
-    dead_counts: Arc<Mutex<HashMap<String, usize>>>,
-    sync: SyncMode,
+}
+
+impl Handles {
+    fn open(dir: &Path) -> Result<Handles, fjall::Error> {
+        // Two background threads are enough for flushes and compaction on a
+        // small machine; fjall's default would take every core up to four.
+        let db = Database::builder(dir.join("queues"))
+            .worker_threads(2)
+            .open()?;
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        Ok(Handles {
+            tasks: ks("tasks")?,
+            dead: ks("dead")?,
+            schedules: ks("schedules")?,
+            due: ks("due")?,
+            workflows: ks("workflows")?,
+            member_results: ks("member_results")?,
+            db,
+        })
+    }
 }
 
 impl std::fmt::Debug for FjallStore {
@@ -74,49 +133,129 @@ impl FjallStore {
     /// or locked by another process.
     pub fn open(dir: &Path, sync: SyncMode) -> Result<FjallStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(Box::new(e)))?;
-        // Two background threads are enough for flushes and compaction on a
-        // small machine; fjall's default would take every core up to four.
-        let db = Database::builder(dir.join("queues"))
-            .worker_threads(2)
-            .open()
-            .map_err(backend)?;
-        let tasks = db
-            .keyspace("tasks", KeyspaceCreateOptions::default)
-            .map_err(backend)?;
-        let dead = db
-            .keyspace("dead", KeyspaceCreateOptions::default)
-            .map_err(backend)?;
-        let schedules = db
-            .keyspace("schedules", KeyspaceCreateOptions::default)
-            .map_err(backend)?;
-        let due = db
-            .keyspace("due", KeyspaceCreateOptions::default)
-            .map_err(backend)?;
-        let workflows = db
-            .keyspace("workflows", KeyspaceCreateOptions::default)
-            .map_err(backend)?;
-        let member_results = db
-            .keyspace("member_results", KeyspaceCreateOptions::default)
-            .map_err(backend)?;
+        let h = Handles::open(dir).map_err(backend)?;
         let mut counts = HashMap::new();
-        for guard in dead.iter() {
+        for guard in h.dead.iter() {
             let k = guard.key().map_err(backend)?;
             if let Some(queue) = dead_queue(&k) {
                 *counts.entry(queue.to_string()).or_insert(0) += 1;
             }
         }
         Ok(FjallStore {
-            db,
-            tasks,
-            dead,
-            schedules,
-            due,
-            workflows,
-            member_results,
-            dead_counts: Arc::new(Mutex::new(counts)),
+            dir: dir.to_path_buf(),
             sync,
+            open: RwLock::new(Some(Arc::new(h))),
+            failure: Mutex::new(None),
+            doubtful: Mutex::new(Vec::new()),
+            dead_counts: Mutex::new(counts),
         })
     }
+
+    /// The open database, or, while the store is failing, a fresh one once
+    /// a second (the error otherwise).
+    fn h(&self) -> Result<Arc<Handles>, StoreError> {
+        let mut failure = self.failure.lock();
+        let Some(f) = failure.as_mut() else {
+            drop(failure);
+            if let Some(h) = self.open.read().clone() {
+                return Ok(h);
+            }
+            return Err(StoreError::Unavailable(
+                "the queue store is being reopened".into(),
+            ));
+        };
+        if f.last_try.elapsed() < REOPEN_EVERY {
+            return Err(StoreError::Unavailable(f.reason.clone()));
+        }
+        f.last_try = std::time::Instant::now();
+        // Every handle of the poisoned database must go before it can be
+        // opened again (it holds a lock file); a call still holding one
+        // makes this attempt fail, and the next second tries again.
+        let mut open = self.open.write();
+        *open = None;
+        match Handles::open(&self.dir).and_then(|h| self.forget_doubtful(h)) {
+            Ok(h) => {
+                let h = Arc::new(h);
+                *open = Some(h.clone());
+                tracing::warn!(was = %f.reason, "queue store reopened; writes resume");
+                *failure = None;
+                Ok(h)
+            }
+            Err(e) => {
+                f.reason = describe(&e);
+                Err(StoreError::Unavailable(f.reason.clone()))
+            }
+        }
+    }
+
+    /// Deletes, durably, the records whose write failed before the store
+    /// was reopened as `h`.
+    fn forget_doubtful(&self, h: Handles) -> Result<Handles, fjall::Error> {
+        let mut doubtful = self.doubtful.lock();
+        if doubtful.is_empty() {
+            return Ok(h);
+        }
+        let mut batch = h.db.batch().durability(Some(PersistMode::Buffer));
+        for (ks, key) in doubtful.iter() {
+            let keyspace = match ks {
+                Doubt::Tasks => &h.tasks,
+                Doubt::Due => &h.due,
+                Doubt::Workflows => &h.workflows,
+            };
+            batch.remove(keyspace, key.clone());
+        }
+        batch.commit()?;
+        h.db.persist(PersistMode::Buffer)?;
+        tracing::info!(
+            records = doubtful.len(),
+            "deleted the records whose write had failed"
+        );
+        doubtful.clear();
+        Ok(h)
+    }
+
+    /// Passes `written` on; when it failed, remembers the records `keys`
+    /// names as doubtful.
+    fn doubt_on_error(
+        &self,
+        written: Result<(), StoreError>,
+        keys: impl FnOnce() -> Vec<(Doubt, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        if written.is_err() {
+            self.doubtful.lock().extend(keys());
+        }
+        written
+    }
+
+    /// Marks the store as failing for `e` (a write that did not happen) and
+    /// returns the error to hand on.
+    fn fail(&self, e: fjall::Error) -> StoreError {
+        let reason = describe(&e);
+        let mut failure = self.failure.lock();
+        if failure.is_none() {
+            tracing::error!(error = %reason, "the queue store cannot write; submissions are refused until it can");
+            *failure = Some(Failure {
+                reason: reason.clone(),
+                last_try: std::time::Instant::now(),
+            });
+        }
+        StoreError::Unavailable(reason)
+    }
+}
+
+/// An error with its causes, as an operator reads it ("No space left on
+/// device (os error 28)").
+fn describe(e: &fjall::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn backend(e: fjall::Error) -> StoreError {
@@ -162,7 +301,7 @@ fn dead_queue(key: &[u8]) -> Option<&str> {
 
 impl FjallStore {
     fn dead_count(&self, queue: &str, delta: isize) -> usize {
-        let mut counts = self.dead_counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.dead_counts.lock();
         let n = counts.entry(queue.to_string()).or_insert(0);
         *n = n.saturating_add_signed(delta);
         *n
@@ -178,36 +317,53 @@ impl FjallStore {
 
 impl TaskStore for FjallStore {
     fn put(&self, key: TaskKey, task: &StoredTask) -> Result<(), StoreError> {
+        let h = self.h()?;
         let value = serde_json::to_vec(task).map_err(StoreError::Encode)?;
-        self.tasks.insert(key.to_bytes(), value).map_err(backend)?;
-        self.flush()
+        let written = h
+            .tasks
+            .insert(key.to_bytes(), value)
+            .map_err(|e| self.fail(e))
+            .and_then(|()| self.flush());
+        self.doubt_on_error(written, || vec![(Doubt::Tasks, key.to_bytes().to_vec())])
     }
 
     fn put_cold(&self, key: TaskKey, task: &StoredTask, due_us: u64) -> Result<(), StoreError> {
+        let h = self.h()?;
         let value = serde_json::to_vec(task).map_err(StoreError::Encode)?;
         // Record and due-time entry in one batch, so neither exists alone.
-        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
-        batch.insert(&self.tasks, key.to_bytes(), value);
-        batch.insert(&self.due, due_key(due_us, key), []);
-        batch.commit().map_err(backend)?;
-        self.flush()
+        let mut batch = h.db.batch().durability(Some(PersistMode::Buffer));
+        batch.insert(&h.tasks, key.to_bytes(), value);
+        batch.insert(&h.due, due_key(due_us, key), []);
+        let written = batch
+            .commit()
+            .map_err(|e| self.fail(e))
+            .and_then(|()| self.flush());
+        self.doubt_on_error(written, || {
+            vec![
+                (Doubt::Tasks, key.to_bytes().to_vec()),
+                (Doubt::Due, due_key(due_us, key)),
+            ]
+        })
     }
 
     fn remove(&self, key: TaskKey) -> Result<(), StoreError> {
-        self.tasks.remove(key.to_bytes()).map_err(backend)
+        let h = self.h()?;
+        h.tasks.remove(key.to_bytes()).map_err(|e| self.fail(e))
     }
 
     fn flush(&self) -> Result<(), StoreError> {
+        let h = self.h()?;
         let mode = match self.sync {
             SyncMode::Buffer => PersistMode::Buffer,
             SyncMode::Fsync => PersistMode::SyncData,
         };
-        self.db.persist(mode).map_err(backend)
+        h.db.persist(mode).map_err(|e| self.fail(e))
     }
 
     fn scan(&self, visit: &mut dyn FnMut(TaskKey, StoredTask)) -> Result<(), StoreError> {
-        for guard in self.tasks.iter() {
-            let (k, v) = guard.into_inner().map_err(backend)?;
+        let h = self.h()?;
+        for guard in h.tasks.iter() {
+            let (k, v) = guard.into_inner().map_err(|e| self.fail(e))?;
             let Some(key) = TaskKey::from_slice(&k) else {
                 tracing::warn!(len = k.len(), "skipping a store key of unexpected length");
                 continue;
@@ -222,7 +378,8 @@ impl TaskStore for FjallStore {
     }
 
     fn get(&self, key: TaskKey) -> Result<Option<StoredTask>, StoreError> {
-        let Some(v) = self.tasks.get(key.to_bytes()).map_err(backend)? else {
+        let h = self.h()?;
+        let Some(v) = h.tasks.get(key.to_bytes()).map_err(|e| self.fail(e))? else {
             return Ok(None);
         };
         serde_json::from_slice(&v)
@@ -239,15 +396,16 @@ impl TaskStore for FjallStore {
         until_us: u64,
         limit: usize,
     ) -> Result<Vec<(u64, TaskKey)>, StoreError> {
+        let h = self.h()?;
         let from = after_us.saturating_add(1).to_be_bytes();
         let mut to = until_us.to_be_bytes().to_vec();
         to.extend_from_slice(&[0xff; 16]);
         let mut out = Vec::new();
-        for guard in self.due.range(from.to_vec()..=to) {
+        for guard in h.due.range(from.to_vec()..=to) {
             if out.len() >= limit {
                 break;
             }
-            let k = guard.key().map_err(backend)?;
+            let k = guard.key().map_err(|e| self.fail(e))?;
             let (Some(due), Some(key)) = (
                 k.get(..8)
                     .and_then(|b| b.try_into().ok())
@@ -262,23 +420,27 @@ impl TaskStore for FjallStore {
     }
 
     fn remove_due(&self, due_us: u64, key: TaskKey) -> Result<(), StoreError> {
-        self.due.remove(due_key(due_us, key)).map_err(backend)
+        let h = self.h()?;
+        h.due.remove(due_key(due_us, key)).map_err(|e| self.fail(e))
     }
 
     fn put_dead(&self, letter: &DeadLetter, keep: usize) -> Result<(), StoreError> {
+        let h = self.h()?;
         let value = serde_json::to_vec(letter).map_err(StoreError::Encode)?;
-        self.dead.insert(dead_key(letter), value).map_err(backend)?;
+        h.dead
+            .insert(dead_key(letter), value)
+            .map_err(|e| self.fail(e))?;
         let mut n = self.dead_count(&letter.task.queue, 1);
         while n > keep.max(1) {
-            let oldest = self
+            let oldest = h
                 .dead
                 .prefix(dead_prefix(&letter.task.queue))
                 .next()
                 .map(|g| g.key())
                 .transpose()
-                .map_err(backend)?;
+                .map_err(|e| self.fail(e))?;
             let Some(oldest) = oldest else { break };
-            self.dead.remove(oldest).map_err(backend)?;
+            h.dead.remove(oldest).map_err(|e| self.fail(e))?;
             n = self.dead_count(&letter.task.queue, -1);
         }
         self.flush()
@@ -290,12 +452,13 @@ impl TaskStore for FjallStore {
         cursor: Option<&[u8]>,
         limit: usize,
     ) -> Result<DeadPage, StoreError> {
+        let h = self.h()?;
         let prefix = dead_prefix(queue);
         let mut letters = Vec::new();
         let mut last = None;
         let mut more = false;
-        for guard in self.dead.prefix(&prefix).rev() {
-            let (k, v) = guard.into_inner().map_err(backend)?;
+        for guard in h.dead.prefix(&prefix).rev() {
+            let (k, v) = guard.into_inner().map_err(|e| self.fail(e))?;
             if cursor.is_some_and(|c| k.as_ref() >= c) {
                 continue;
             }
@@ -314,22 +477,27 @@ impl TaskStore for FjallStore {
     }
 
     fn put_schedule(&self, record: &ScheduleRecord) -> Result<(), StoreError> {
+        let h = self.h()?;
         let value = serde_json::to_vec(record).map_err(StoreError::Encode)?;
-        self.schedules
+        h.schedules
             .insert(record.spec.name.as_bytes(), value)
-            .map_err(backend)?;
+            .map_err(|e| self.fail(e))?;
         self.flush()
     }
 
     fn remove_schedule(&self, name: &str) -> Result<(), StoreError> {
-        self.schedules.remove(name.as_bytes()).map_err(backend)?;
+        let h = self.h()?;
+        h.schedules
+            .remove(name.as_bytes())
+            .map_err(|e| self.fail(e))?;
         self.flush()
     }
 
     fn load_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let h = self.h()?;
         let mut out = Vec::new();
-        for guard in self.schedules.iter() {
-            let (k, v) = guard.into_inner().map_err(backend)?;
+        for guard in h.schedules.iter() {
+            let (k, v) = guard.into_inner().map_err(|e| self.fail(e))?;
             out.push(
                 serde_json::from_slice(&v).map_err(|source| StoreError::Corrupt {
                     key: String::from_utf8_lossy(&k).into_owned(),
@@ -341,11 +509,12 @@ impl TaskStore for FjallStore {
     }
 
     fn take_dead(&self, queue: &str, id: &str) -> Result<Option<DeadLetter>, StoreError> {
-        for guard in self.dead.prefix(dead_prefix(queue)) {
-            let (k, v) = guard.into_inner().map_err(backend)?;
+        let h = self.h()?;
+        for guard in h.dead.prefix(dead_prefix(queue)) {
+            let (k, v) = guard.into_inner().map_err(|e| self.fail(e))?;
             if k.ends_with(id.as_bytes()) && k.len() == dead_prefix(queue).len() + 8 + id.len() {
                 let letter = FjallStore::decode_dead(&k, &v)?;
-                self.dead.remove(k).map_err(backend)?;
+                h.dead.remove(k).map_err(|e| self.fail(e))?;
                 self.dead_count(queue, -1);
                 self.flush()?;
                 return Ok(Some(letter));
@@ -355,6 +524,7 @@ impl TaskStore for FjallStore {
     }
 
     fn put_workflow(&self, meta: &WorkflowMeta, payload: &[u8]) -> Result<(), StoreError> {
+        let h = self.h()?;
         let meta_json = serde_json::to_vec(meta).map_err(StoreError::Encode)?;
         let len = u32::try_from(meta_json.len())
             .map_err(|_| StoreError::Backend("workflow record too large".into()))?;
@@ -362,10 +532,14 @@ impl TaskStore for FjallStore {
         value.extend_from_slice(&len.to_be_bytes());
         value.extend_from_slice(&meta_json);
         value.extend_from_slice(payload);
-        self.workflows
+        let written = h
+            .workflows
             .insert(meta.id.as_bytes(), value)
-            .map_err(backend)?;
-        self.flush()
+            .map_err(|e| self.fail(e))
+            .and_then(|()| self.flush());
+        self.doubt_on_error(written, || {
+            vec![(Doubt::Workflows, meta.id.as_bytes().to_vec())]
+        })
     }
 
     fn put_member_result(
@@ -374,48 +548,65 @@ impl TaskStore for FjallStore {
         path: &str,
         result: &serde_json::Value,
     ) -> Result<(), StoreError> {
+        let h = self.h()?;
         let value = serde_json::to_vec(result).map_err(StoreError::Encode)?;
         let mut key = results_prefix(workflow);
         key.extend_from_slice(path.as_bytes());
-        self.member_results.insert(key, value).map_err(backend)?;
+        h.member_results
+            .insert(key, value)
+            .map_err(|e| self.fail(e))?;
         self.flush()
     }
 
     fn remove_workflow(&self, id: &str) -> Result<(), StoreError> {
-        self.workflows.remove(id.as_bytes()).map_err(backend)?;
+        let h = self.h()?;
+        h.workflows
+            .remove(id.as_bytes())
+            .map_err(|e| self.fail(e))?;
         self.flush()
     }
 
     fn remove_member_results(&self, id: &str) -> Result<(), StoreError> {
-        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
-        for guard in self.member_results.prefix(results_prefix(id)) {
-            batch.remove(&self.member_results, guard.key().map_err(backend)?);
+        let h = self.h()?;
+        let mut batch = h.db.batch().durability(Some(PersistMode::Buffer));
+        for guard in h.member_results.prefix(results_prefix(id)) {
+            batch.remove(&h.member_results, guard.key().map_err(|e| self.fail(e))?);
         }
-        batch.commit().map_err(backend)
+        batch.commit().map_err(|e| self.fail(e))
     }
 
     fn remove_orphan_results(&self) -> Result<usize, StoreError> {
+        let h = self.h()?;
         let mut orphans = Vec::new();
-        for guard in self.member_results.iter() {
-            let k = guard.key().map_err(backend)?;
+        for guard in h.member_results.iter() {
+            let k = guard.key().map_err(|e| self.fail(e))?;
             let Some(nul) = k.iter().position(|b| *b == 0) else {
                 continue;
             };
-            if !self.workflows.contains_key(&k[..nul]).map_err(backend)? {
+            if !h
+                .workflows
+                .contains_key(&k[..nul])
+                .map_err(|e| self.fail(e))?
+            {
                 orphans.push(k.to_vec());
             }
         }
-        let mut batch = self.db.batch().durability(Some(PersistMode::Buffer));
+        let mut batch = h.db.batch().durability(Some(PersistMode::Buffer));
         for k in &orphans {
-            batch.remove(&self.member_results, k.clone());
+            batch.remove(&h.member_results, k.clone());
         }
-        batch.commit().map_err(backend)?;
+        batch.commit().map_err(|e| self.fail(e))?;
         Ok(orphans.len())
     }
 
+    fn condition(&self) -> Option<String> {
+        self.failure.lock().as_ref().map(|f| f.reason.clone())
+    }
+
     fn scan_workflows(&self, visit: &mut dyn FnMut(StoredWorkflow)) -> Result<(), StoreError> {
-        for guard in self.workflows.iter() {
-            let (k, v) = guard.into_inner().map_err(backend)?;
+        let h = self.h()?;
+        for guard in h.workflows.iter() {
+            let (k, v) = guard.into_inner().map_err(|e| self.fail(e))?;
             let unreadable = || {
                 StoreError::Backend(
                     format!(
@@ -435,8 +626,8 @@ impl TaskStore for FjallStore {
                 serde_json::from_slice(meta_json).map_err(|e| corrupt(&k, e))?;
             let prefix = results_prefix(&meta.id);
             let mut results = Vec::new();
-            for r in self.member_results.prefix(&prefix) {
-                let (rk, rv) = r.into_inner().map_err(backend)?;
+            for r in h.member_results.prefix(&prefix) {
+                let (rk, rv) = r.into_inner().map_err(|e| self.fail(e))?;
                 let path = String::from_utf8_lossy(&rk[prefix.len()..]).into_owned();
                 let value = serde_json::from_slice(&rv).map_err(|e| corrupt(&rk, e))?;
                 results.push((path, value));

@@ -702,3 +702,170 @@ async fn a_flapping_worker_is_quarantined_and_cannot_use_up_the_attempts_of_othe
     );
     assert!(metrics.contains("swarmq_tasks_lost_total 100\n"));
 }
+
+/// A tmpfs of `mb` MiB mounted for the test, unmounted on drop. Needs root,
+/// as the CI machine runs the tests.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mb: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Fills what is left with a file; returns its path.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        // The last bytes, below a block.
+        while f.write_all(&[0u8; 512]).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_with_a_reason_reports_503_and_writes_resume_once_space_is_back() {
+    let disk = SmallDisk::mount(24);
+    let data = disk.path().join("data");
+    let broker = TestBroker::start_with(&[
+        ("store.data_dir", data.to_str().unwrap()),
+        ("history.enabled", "false"),
+    ])
+    .await;
+    let mut p = V5Peer::connect(broker.mqtt, "disk-full").await;
+    let mut v3 = V4Peer::connect(broker.mqtt, "disk-full-v3").await;
+    v3.subscribe("replies/disk").await;
+    let body = |i: usize| json!({"id": format!("d-{i}"), "args": ["x".repeat(2000)]}).to_string();
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        let code = p
+            .publish_acked("tasks/disk", body(i), PublishProperties::default())
+            .await;
+        assert_eq!(code, PubAckReason::Success);
+        acked.push(format!("d-{i}"));
+    }
+    let (status, _) = broker.http_get("/healthz").await;
+    assert_eq!(status, 200);
+
+    let filler = disk.fill();
+    // MQTT 5: a PUBACK with 0x97 and the cause, and the connection stays.
+    let mut i = 10;
+    let reason = loop {
+        p.client
+            .publish_with_properties(
+                "tasks/disk",
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                body(i),
+                PublishProperties::default(),
+            )
+            .await
+            .unwrap();
+        let Packet::PubAck(ack) = p.expect("puback", |p| matches!(p, Packet::PubAck(_))).await
+        else {
+            unreachable!()
+        };
+        if ack.reason == PubAckReason::Success {
+            // The page cache took it before the disk said no.
+            acked.push(format!("d-{i}"));
+            i += 1;
+            assert!(i < 10_000, "the full disk never refused a write");
+            continue;
+        }
+        assert_eq!(ack.reason, PubAckReason::QuotaExceeded);
+        break ack
+            .properties
+            .and_then(|p| p.reason_string)
+            .unwrap_or_default();
+    };
+    assert!(reason.contains("No space left on device"), "{reason}");
+    let (status, text) = broker.http_get("/healthz").await;
+    assert_eq!(status, 503);
+    assert!(
+        text.contains("queue store cannot write") && text.contains("No space left"),
+        "{text}"
+    );
+    let (_, overview) = broker.http_get("/api/v1/overview").await;
+    assert!(overview.contains("No space left"), "{overview}");
+    // MQTT 3.1.1 with a reply topic: a `rejected` result saying why.
+    v3.publish(
+        "tasks/disk",
+        json!({"id": "v3-refused", "reply_to": "replies/disk"}).to_string(),
+    )
+    .await;
+    let r: serde_json::Value = serde_json::from_slice(&v3.next_publish().await.payload).unwrap();
+    assert_eq!(r["status"], "rejected", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("not stored"), "{r}");
+
+    // Space is back: writes resume by themselves, no restart.
+    std::fs::remove_file(&filler).unwrap();
+    let mut resumed = None;
+    for attempt in 0..100 {
+        let id = format!("after-{attempt}");
+        let payload = json!({"id": id}).to_string();
+        if p.publish_acked("tasks/disk", payload, PublishProperties::default())
+            .await
+            == PubAckReason::Success
+        {
+            resumed = Some(id);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let resumed = resumed.expect("writes resumed within 10 s of space coming back");
+    acked.push(resumed);
+    let (status, _) = broker.http_get("/healthz").await;
+    assert_eq!(status, 200);
+
+    // Nothing acknowledged was lost, nothing refused was stored: after a
+    // restart a worker gets exactly the acknowledged tasks.
+    drop(p);
+    let broker = broker.restart().await;
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let s = seen.clone();
+    let (_w, _) = spawn_worker(&broker.url(), "disk-w", "disk", 8, "disk", move |t| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push(t.id);
+            Ok(json!(null))
+        }
+    });
+    let want = acked.len();
+    eventually("every acknowledged task delivered", || async {
+        seen.lock().unwrap().len() >= want
+    })
+    .await;
+    let mut got = seen.lock().unwrap().clone();
+    got.sort();
+    acked.sort();
+    assert_eq!(got, acked, "exactly the acknowledged tasks");
+}

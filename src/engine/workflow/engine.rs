@@ -156,8 +156,7 @@ impl Engine {
         // lock: a 6 MB definition is one write.
         if let Err(e) = self.inner.store.put_workflow(&meta, sub.payload) {
             self.lock().workflows_storing.remove(&id);
-            tracing::error!(workflow_id = %id, error = %e, "cannot store workflow; not acknowledged");
-            return SubmitOutcome::NotStored(e);
+            return self.not_stored(&sub, e, meta.reply, id);
         }
         // Expanded outside the lock too: the first members are known
         // without looking at anything else.

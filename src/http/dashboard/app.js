@@ -744,6 +744,11 @@ function connectEvents() {
   es.addEventListener("tick", (ev) => {
     const ov = JSON.parse(ev.data);
     state.overview = ov;
+    const banner = $("#store-banner");
+    banner.hidden = !ov.store_error;
+    banner.textContent = ov.store_error
+      ? `The queue store cannot write (${ov.store_error}): submissions are refused until it can; writes resume by themselves once space is back. Nothing acknowledged is lost.`
+      : "";
     if (ov.now && (!state.series.length || state.series[state.series.length - 1].t_ms < ov.now.t_ms)) {
       state.series.push(ov.now);
       const cut = Date.now() - WINDOW_MS - 60000;
