@@ -378,7 +378,12 @@ async fn a_workflow_from_mosquitto_pub_is_answered_on_its_reply_topic_and_fetche
 
 #[tokio::test]
 async fn bad_workflows_are_rejected_naming_the_offending_path_and_nothing_is_stored() {
-    let broker = TestBroker::start_with(&[("workflows.max_members", "5")]).await;
+    let broker = TestBroker::start_with(&[
+        ("workflows.max_members", "5"),
+        ("workflows.max_bytes", "4096"),
+        ("workflows.max_depth", "3"),
+    ])
+    .await;
     let mut p = V5Peer::connect(broker.mqtt, "bad-wf").await;
     p.subscribe("replies/bad").await;
     let sig = json!({"queue": Q, "task": "add"});
@@ -407,6 +412,14 @@ async fn bad_workflows_are_rejected_naming_the_offending_path_and_nothing_is_sto
         (
             json!({"group": [sig, sig, sig, sig, sig, sig]}),
             "more than 5 members (workflows.max_members)",
+        ),
+        (
+            json!({"chain": [{"chain": [{"chain": [{"chain": [sig]}]}]}]}),
+            "nests deeper than 3 levels (workflows.max_depth)",
+        ),
+        (
+            json!({"queue": Q, "task": "add", "args": ["x".repeat(5000)]}),
+            "exceeds the limit of 4096 bytes (workflows.max_bytes)",
         ),
     ] {
         let body = json!({"id": "bad", "workflow": wf});
