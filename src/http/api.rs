@@ -1084,3 +1084,47 @@ mod tests {
         assert!(parse_limit(Some("x"), 50).is_err());
     }
 }
+
+/// Property tests of the history request parsers a client's query string
+/// reaches: times, page sizes, cursors and statuses. Whatever arrives gets
+/// an answer without a panic; what is well formed reads back as meant.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::{parse_limit, parse_time};
+    use crate::history::{TaskState, hex_string, unhex};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn any_query_value_gets_an_answer(s in ".{0,40}") {
+            let _ = parse_time("since", &s);
+            let _ = parse_limit(Some(&s), 50);
+            let _ = unhex(&s);
+            let _ = TaskState::parse(&s);
+        }
+
+        #[test]
+        fn milliseconds_and_rfc3339_times_read_back(ms in 0u64..4_102_444_800_000) {
+            prop_assert_eq!(parse_time("since", &ms.to_string()).ok(), Some(ms * 1000));
+            let t = humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+            )
+            .to_string();
+            prop_assert_eq!(parse_time("until", &t).ok(), Some(ms * 1000), "{}", t);
+        }
+
+        #[test]
+        fn a_cursor_the_api_gave_reads_back(key in prop::collection::vec(any::<u8>(), 8..40)) {
+            prop_assert_eq!(unhex(&hex_string(&key)), Some(key));
+        }
+
+        #[test]
+        fn page_sizes_outside_1_to_max_are_refused(n in any::<u64>()) {
+            let ok = parse_limit(Some(&n.to_string()), 50).is_ok();
+            prop_assert_eq!(ok, (1..=super::MAX_PAGE as u64).contains(&n));
+        }
+    }
+}
