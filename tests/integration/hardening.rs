@@ -869,3 +869,39 @@ async fn a_full_disk_refuses_with_a_reason_reports_503_and_writes_resume_once_sp
     acked.sort();
     assert_eq!(got, acked, "exactly the acknowledged tasks");
 }
+
+/// Paho's `test_session_expiry` steps, many times: a session with a Session
+/// Expiry Interval of 0 ends with its DISCONNECT, so a reconnect at once
+/// with clean start off finds no session (CONNACK session present 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_with_expiry_0_is_gone_when_its_client_reconnects_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = TestBroker::start().await;
+    let mut present = 0;
+    let tries = 300;
+    for _ in 0..tries {
+        let mut s = tokio::net::TcpStream::connect(broker.mqtt).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut p = connect_packet("expiring-device", 5);
+        p[9] = 0x00; // clean start off, no Session Expiry Interval: 0
+        s.write_all(&p).await.unwrap();
+        let mut ack = [0u8; 4];
+        within("CONNACK", s.read_exact(&mut ack)).await.unwrap();
+        assert_eq!(ack[3], 0, "accepted");
+        if ack[2] & 1 == 1 {
+            present += 1;
+        }
+        let filter = b"plain/expiry";
+        let mut sub = vec![0x82, 0, 0, 1, 0];
+        sub.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+        sub.extend_from_slice(filter);
+        sub.push(1);
+        sub[1] = (sub.len() - 2) as u8;
+        s.write_all(&sub).await.unwrap();
+        let mut suback = [0u8; 16];
+        let _ = s.read(&mut suback).await;
+        s.write_all(&[0xE0, 0x00]).await.unwrap();
+    }
+    println!("{tries} reconnects after DISCONNECT with expiry 0: {present} found a session");
+    assert_eq!(present, 0, "a session that had ended was reported present");
+}

@@ -645,6 +645,18 @@ impl SessionState {
                     is_admin
                 );
                 if !sender.is_closed() {
+                    // swarmq patch: what this connection already sent comes before
+                    // the kick, above all the DISCONNECT of a client that is now
+                    // reconnecting; the kicker then sees whether its session ended.
+                    for _ in 0..16 {
+                        match futures::FutureExt::now_or_never(sink.recv()) {
+                            Some(Ok(Some(pkt))) => self.process_mqtt_message(sink, pkt, flags).await?,
+                            _ => break,
+                        }
+                        if flags.contains(StateFlags::DisconnectReceived) {
+                            break;
+                        }
+                    }
                     if sender.send(()).is_err() {
                         log::warn!("{:?} Message::Kick, send response error, sender is closed", self.id);
                     }

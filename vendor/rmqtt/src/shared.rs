@@ -511,6 +511,19 @@ impl Entry for LockEntry {
             }
         }
 
+        // swarmq patch: a session whose client sent DISCONNECT with a Session
+        // Expiry Interval of 0 ended with that DISCONNECT; the kick only
+        // caught it on its way out. Taking it over would report it present
+        // to a client that reconnects at once (Paho's test_session_expiry).
+        if let Some(s) = self.session() {
+            if let Ok(Some(d)) = s.disconnect().await {
+                if s.fitter.session_expiry_interval(Some(&d)).is_zero() {
+                    let _ = self._remove(true).await;
+                    return Ok(OfflineSession::NotExist);
+                }
+            }
+        }
+
         if let Some((s, _)) = self._remove(clear_subscriptions).await {
             if clean_start {
                 Ok(OfflineSession::Exist(None))
