@@ -305,10 +305,12 @@ async fn count(
         };
         pending.push(client.submit(QUEUE, request).await?);
     }
+    let mut progress = Progress::new(tokens.len() as u64, "results");
     let collect = async {
         let mut pairs = Vec::new();
-        for p in pending {
+        for (n, p) in pending.into_iter().enumerate() {
             let result = p.await?;
+            progress.set(n as u64 + 1);
             match result.into_result() {
                 Ok(Value::Null) => {}
                 Ok(v) => {
@@ -325,6 +327,7 @@ async fn count(
         .await
         .with_context(|| format!("not every result arrived within {timeout:?}"))??;
     let wall = started.elapsed();
+    progress.finish();
     for (word, n) in reduce(pairs, 5) {
         println!("{word} {n}");
     }
@@ -359,11 +362,26 @@ async fn count_workflow(
     };
     let members = workflow.members();
     let started = Instant::now();
-    let pending = client.submit_workflow(workflow, None).await?;
-    let result = tokio::time::timeout(timeout, pending)
+    let (pending, mut reports) = client.submit_workflow_with_progress(workflow, None).await?;
+    let mut progress = Progress::new(members as u64, "members done");
+    let wait = async {
+        tokio::pin!(pending);
+        loop {
+            tokio::select! {
+                result = &mut pending => return result,
+                Some(report) = reports.recv() => {
+                    if let Some(done) = report.get("done").and_then(Value::as_u64) {
+                        progress.set(done);
+                    }
+                }
+            }
+        }
+    };
+    let result = tokio::time::timeout(timeout, wait)
         .await
         .with_context(|| format!("the workflow's result did not arrive within {timeout:?}"))??;
     let wall = started.elapsed();
+    progress.finish();
     let top: Vec<(String, u64)> = match result.into_result() {
         Ok(v) => {
             serde_json::from_value(v).context("reduce returned something else than the top 5")?
@@ -380,6 +398,56 @@ async fn count_workflow(
         members as f64 / wall.as_secs_f64()
     );
     Ok(())
+}
+
+/// Progress of a long count on stderr: a bar with rate and ETA on a
+/// terminal, a plain line every tenth otherwise (logs, CI).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    label: &'static str,
+    next_line: u64,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(total: u64, label: &'static str) -> Progress {
+        let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            let style = indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} {msg} {per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.set_message(label);
+            bar
+        });
+        Progress {
+            bar,
+            total,
+            label,
+            next_line: (total / 10).max(1),
+            started: Instant::now(),
+        }
+    }
+
+    fn set(&mut self, done: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+            return;
+        }
+        if done >= self.next_line && done < self.total {
+            let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-6);
+            eprintln!("{}: {done} of {} ({rate:.0}/s)", self.label, self.total);
+            self.next_line = done + (self.total / 10).max(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 async fn simulate(

@@ -95,8 +95,13 @@ async fn count_prints_the_original_top_five() {
     }
 
     let text = concat!(env!("CARGO_MANIFEST_DIR"), "/text/aesop11.txt");
-    let stdout =
-        succeeded(word_count(&["count", "--url", &url, "--words", "2190", text], None).await);
+    let out = word_count(&["count", "--url", &url, "--words", "2190", text], None).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        stderr.contains("results: 219 of 2190 ("),
+        "plain progress lines when not on a terminal: {stderr}"
+    );
+    let stdout = succeeded(out);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines[..5],
