@@ -52,6 +52,48 @@ impl Submission<'_> {
     pub fn may_reply_to(&self, topic: &str) -> bool {
         self.reply_check.is_none_or(|check| (check.0)(topic))
     }
+
+    /// The MQTT 5 reply address: Response Topic and Correlation Data.
+    pub(super) fn v5_reply(&self) -> Option<ReplyTo> {
+        self.response_topic.clone().map(|topic| ReplyTo {
+            topic,
+            correlation_data: self.correlation_data.as_ref().map(|b| b.to_vec()),
+            correlation_id: None,
+        })
+    }
+
+    /// Why nothing can be answered on the Response Topic, if it is not a
+    /// topic name a client may publish to.
+    pub(super) fn response_topic_error(&self) -> Option<String> {
+        let t = self
+            .response_topic
+            .as_ref()
+            .filter(|t| !is_valid_reply_topic(t))?;
+        Some(format!(
+            "Response Topic `{t}` is not a topic name a client may publish to (no wildcards, no NUL, nothing under $SYS)"
+        ))
+    }
+
+    /// Where the result goes: the MQTT 5 properties win over the JSON's
+    /// `reply_to`, whose `correlation_id` is kept.
+    pub(super) fn reply_with(&self, json: Option<ReplyTo>) -> Option<ReplyTo> {
+        match (self.v5_reply(), json) {
+            (Some(mut r), json) => {
+                r.correlation_id = json.and_then(|j| j.correlation_id);
+                Some(r)
+            }
+            (None, json) => json,
+        }
+    }
+
+    /// Why results may not go to `reply` for this requester, if they may not.
+    pub(super) fn reply_denied(&self, reply: Option<&ReplyTo>) -> Option<String> {
+        let r = reply.filter(|r| !self.may_reply_to(&r.topic))?;
+        Some(format!(
+            "reply_topic_denied: the requester may not publish to `{}`, so no result can go there",
+            r.topic
+        ))
+    }
 }
 
 /// When a task may first be delivered.
@@ -156,42 +198,11 @@ pub(super) fn parse_request(payload: &[u8]) -> Result<ParsedRequest, BadRequest>
             json_type(&value)
         )));
     };
-    // Salvage reply_to / correlation_id / id first, so a requester whose other
-    // fields are wrong still hears why.
-    let reply_topic = str_field(&obj, "reply_to");
-    let correlation_id = str_field(&obj, "correlation_id");
-    let id = str_field(&obj, "id");
-    let salvage_reply = match (&reply_topic, &correlation_id) {
-        (Ok(Some(t)), c) if is_valid_reply_topic(t) => Some(ReplyTo {
-            topic: t.clone(),
-            correlation_data: None,
-            correlation_id: c.clone().ok().flatten(),
-        }),
-        _ => None,
-    };
-    let salvage_id = id.clone().ok().flatten();
-    let fail = |message: String| BadRequest {
-        message,
-        id: salvage_id.clone(),
-        reply_to: salvage_reply.clone(),
-    };
-    let reply_topic = reply_topic.map_err(&fail)?;
-    let correlation_id = correlation_id.map_err(&fail)?;
-    let id = id.map_err(&fail)?;
-    if let Some(t) = &reply_topic
-        && !is_valid_reply_topic(t)
-    {
-        return Err(fail(format!(
-            "field `reply_to` is not a valid topic name: `{t}`"
-        )));
-    }
-    if let Some(id) = &id
-        && (id.is_empty() || id.len() > MAX_TASK_ID_LEN)
-    {
-        return Err(fail(format!(
-            "field `id` must be 1 to {MAX_TASK_ID_LEN} bytes"
-        )));
-    }
+    let (id, reply_to, salvage) = read_envelope(&obj, |id| {
+        (id.is_empty() || id.len() > MAX_TASK_ID_LEN)
+            .then(|| format!("field `id` must be 1 to {MAX_TASK_ID_LEN} bytes"))
+    })?;
+    let fail = |message: String| salvage.fail(message);
     let task = str_field(&obj, "task").map_err(&fail)?;
     if task.as_deref() == Some("") {
         return Err(fail("field `task` must not be empty".into()));
@@ -222,13 +233,72 @@ pub(super) fn parse_request(payload: &[u8]) -> Result<ParsedRequest, BadRequest>
         args,
         kwargs,
         id,
-        reply_to: reply_topic.map(|topic| ReplyTo {
-            topic,
-            correlation_data: None,
-            correlation_id,
-        }),
+        reply_to,
         ..options
     })
+}
+
+/// What can be told to a requester whose request is refused: its id and
+/// reply address, when those fields were well formed.
+#[derive(Debug, Default)]
+pub(super) struct Salvage {
+    id: Option<String>,
+    reply_to: Option<ReplyTo>,
+}
+
+impl Salvage {
+    /// The refusal `message`, with what was salvaged.
+    pub(super) fn fail(&self, message: String) -> BadRequest {
+        BadRequest {
+            message,
+            id: self.id.clone(),
+            reply_to: self.reply_to.clone(),
+        }
+    }
+}
+
+/// Reads the fields every request to the broker has, a task or a workflow:
+/// `id` (checked by `bad_id`, which names what is wrong), `reply_to` and
+/// `correlation_id`. The reply address and id are salvaged first, so a
+/// requester whose other fields are wrong still hears why.
+pub(super) fn read_envelope(
+    obj: &Map<String, Value>,
+    bad_id: impl Fn(&str) -> Option<String>,
+) -> Result<(Option<String>, Option<ReplyTo>, Salvage), BadRequest> {
+    let reply_topic = str_field(obj, "reply_to");
+    let correlation_id = str_field(obj, "correlation_id");
+    let id = str_field(obj, "id");
+    let salvage = Salvage {
+        reply_to: match (&reply_topic, &correlation_id) {
+            (Ok(Some(t)), c) if is_valid_reply_topic(t) => Some(ReplyTo {
+                topic: t.clone(),
+                correlation_data: None,
+                correlation_id: c.clone().ok().flatten(),
+            }),
+            _ => None,
+        },
+        id: id.clone().ok().flatten(),
+    };
+    let fail = |message: String| salvage.fail(message);
+    let reply_topic = reply_topic.map_err(fail)?;
+    let correlation_id = correlation_id.map_err(fail)?;
+    let id = id.map_err(fail)?;
+    if let Some(t) = &reply_topic
+        && !is_valid_reply_topic(t)
+    {
+        return Err(fail(format!(
+            "field `reply_to` is not a valid topic name: `{t}`"
+        )));
+    }
+    if let Some(message) = id.as_deref().and_then(&bad_id) {
+        return Err(fail(message));
+    }
+    let reply_to = reply_topic.map(|topic| ReplyTo {
+        topic,
+        correlation_data: None,
+        correlation_id,
+    });
+    Ok((id, reply_to, salvage))
 }
 
 /// The lifecycle options: `countdown`, `eta`, `expires`, `priority`,

@@ -39,11 +39,7 @@ impl Engine {
     /// Validates, stores and queues a task, and hands it to a free worker.
     pub fn submit(&self, mut sub: Submission<'_>) -> SubmitOutcome {
         let config = &self.inner.config;
-        let v5_reply = sub.response_topic.clone().map(|topic| ReplyTo {
-            topic,
-            correlation_data: sub.correlation_data.as_ref().map(|b| b.to_vec()),
-            correlation_id: None,
-        });
+        let v5_reply = sub.v5_reply();
         if !wire::is_valid_queue_name(sub.queue) {
             let msg = format!(
                 "invalid queue name `{}`: one topic level of 1 to 64 of A-Z a-z 0-9 _ . -",
@@ -57,14 +53,9 @@ impl Engine {
                 None,
             );
         }
-        if let Some(t) = &sub.response_topic
-            && !super::request::is_valid_reply_topic(t)
-        {
+        if let Some(msg) = sub.response_topic_error() {
             // Nothing can be answered there: the refusal goes back on the
             // PUBACK only (MQTT 5 has a Response Topic, so it has reason codes).
-            let msg = format!(
-                "Response Topic `{t}` is not a topic name a client may publish to (no wildcards, no NUL, nothing under $SYS)"
-            );
             return self.reject(&sub, RejectReason::InvalidPayload, msg, None, None);
         }
         if sub.payload.len() > config.max_payload_bytes {
@@ -96,21 +87,8 @@ impl Engine {
                 );
             }
         };
-        // MQTT 5 properties win over the JSON fields.
-        let reply = match (v5_reply, parsed.reply_to) {
-            (Some(mut r), json) => {
-                r.correlation_id = json.and_then(|j| j.correlation_id);
-                Some(r)
-            }
-            (None, json) => json,
-        };
-        if let Some(r) = &reply
-            && !sub.may_reply_to(&r.topic)
-        {
-            let msg = format!(
-                "reply_topic_denied: the requester may not publish to `{}`, so no result can go there",
-                r.topic
-            );
+        let reply = sub.reply_with(parsed.reply_to);
+        if let Some(msg) = sub.reply_denied(reply.as_ref()) {
             return self.reject(&sub, RejectReason::ReplyTopicDenied, msg, None, parsed.id);
         }
 

@@ -188,6 +188,15 @@ impl FjallStore {
         }
     }
 
+    /// Makes what was written to `h` durable, as `store.sync` says.
+    fn persist(&self, h: &Handles) -> Result<(), StoreError> {
+        let mode = match self.sync {
+            SyncMode::Buffer => PersistMode::Buffer,
+            SyncMode::Fsync => PersistMode::SyncData,
+        };
+        h.db.persist(mode).map_err(|e| self.fail(e))
+    }
+
     /// Deletes, durably, the records whose write failed before the store
     /// was reopened as `h`.
     fn forget_doubtful(&self, h: Handles) -> Result<Handles, fjall::Error> {
@@ -323,7 +332,7 @@ impl TaskStore for FjallStore {
             .tasks
             .insert(key.to_bytes(), value)
             .map_err(|e| self.fail(e))
-            .and_then(|()| self.flush());
+            .and_then(|()| self.persist(&h));
         self.doubt_on_error(written, || vec![(Doubt::Tasks, key.to_bytes().to_vec())])
     }
 
@@ -337,7 +346,7 @@ impl TaskStore for FjallStore {
         let written = batch
             .commit()
             .map_err(|e| self.fail(e))
-            .and_then(|()| self.flush());
+            .and_then(|()| self.persist(&h));
         self.doubt_on_error(written, || {
             vec![
                 (Doubt::Tasks, key.to_bytes().to_vec()),
@@ -353,11 +362,7 @@ impl TaskStore for FjallStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         let h = self.h()?;
-        let mode = match self.sync {
-            SyncMode::Buffer => PersistMode::Buffer,
-            SyncMode::Fsync => PersistMode::SyncData,
-        };
-        h.db.persist(mode).map_err(|e| self.fail(e))
+        self.persist(&h)
     }
 
     fn scan(&self, visit: &mut dyn FnMut(TaskKey, StoredTask)) -> Result<(), StoreError> {
@@ -443,7 +448,7 @@ impl TaskStore for FjallStore {
             h.dead.remove(oldest).map_err(|e| self.fail(e))?;
             n = self.dead_count(&letter.task.queue, -1);
         }
-        self.flush()
+        self.persist(&h)
     }
 
     fn dead_letters(
@@ -482,7 +487,7 @@ impl TaskStore for FjallStore {
         h.schedules
             .insert(record.spec.name.as_bytes(), value)
             .map_err(|e| self.fail(e))?;
-        self.flush()
+        self.persist(&h)
     }
 
     fn remove_schedule(&self, name: &str) -> Result<(), StoreError> {
@@ -490,7 +495,7 @@ impl TaskStore for FjallStore {
         h.schedules
             .remove(name.as_bytes())
             .map_err(|e| self.fail(e))?;
-        self.flush()
+        self.persist(&h)
     }
 
     fn load_schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
@@ -516,7 +521,7 @@ impl TaskStore for FjallStore {
                 let letter = FjallStore::decode_dead(&k, &v)?;
                 h.dead.remove(k).map_err(|e| self.fail(e))?;
                 self.dead_count(queue, -1);
-                self.flush()?;
+                self.persist(&h)?;
                 return Ok(Some(letter));
             }
         }
@@ -536,7 +541,7 @@ impl TaskStore for FjallStore {
             .workflows
             .insert(meta.id.as_bytes(), value)
             .map_err(|e| self.fail(e))
-            .and_then(|()| self.flush());
+            .and_then(|()| self.persist(&h));
         self.doubt_on_error(written, || {
             vec![(Doubt::Workflows, meta.id.as_bytes().to_vec())]
         })
@@ -555,7 +560,7 @@ impl TaskStore for FjallStore {
         h.member_results
             .insert(key, value)
             .map_err(|e| self.fail(e))?;
-        self.flush()
+        self.persist(&h)
     }
 
     fn remove_workflow(&self, id: &str) -> Result<(), StoreError> {
@@ -563,7 +568,7 @@ impl TaskStore for FjallStore {
         h.workflows
             .remove(id.as_bytes())
             .map_err(|e| self.fail(e))?;
-        self.flush()
+        self.persist(&h)
     }
 
     fn remove_member_results(&self, id: &str) -> Result<(), StoreError> {

@@ -46,17 +46,8 @@ impl Engine {
     /// its result goes, once, to the reply topic.
     pub fn submit_workflow(&self, sub: Submission<'_>) -> SubmitOutcome {
         let limits = self.inner.config.workflow_limits;
-        let v5_reply = sub.response_topic.clone().map(|topic| ReplyTo {
-            topic,
-            correlation_data: sub.correlation_data.as_ref().map(|b| b.to_vec()),
-            correlation_id: None,
-        });
-        if let Some(t) = &sub.response_topic
-            && !crate::engine::is_valid_reply_topic(t)
-        {
-            let msg = format!(
-                "Response Topic `{t}` is not a topic name a client may publish to (no wildcards, no NUL, nothing under $SYS)"
-            );
+        let v5_reply = sub.v5_reply();
+        if let Some(msg) = sub.response_topic_error() {
             return self.reject(&sub, RejectReason::InvalidPayload, msg, None, None);
         }
         if sub.payload.len() > limits.max_bytes {
@@ -86,20 +77,8 @@ impl Engine {
                 );
             }
         };
-        let reply = match (v5_reply, parsed.reply_to) {
-            (Some(mut r), json) => {
-                r.correlation_id = json.and_then(|j| j.correlation_id);
-                Some(r)
-            }
-            (None, json) => json,
-        };
-        if let Some(r) = &reply
-            && !sub.may_reply_to(&r.topic)
-        {
-            let msg = format!(
-                "reply_topic_denied: the requester may not publish to `{}`, so no result can go there",
-                r.topic
-            );
+        let reply = sub.reply_with(parsed.reply_to);
+        if let Some(msg) = sub.reply_denied(reply.as_ref()) {
             return self.reject(&sub, RejectReason::ReplyTopicDenied, msg, None, parsed.id);
         }
 

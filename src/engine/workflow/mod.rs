@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 
 pub use tree::WorkflowLimits;
 
-use super::request::{BadRequest, MAX_TASK_ID_LEN, is_valid_reply_topic, json_type, str_field};
+use super::request::{BadRequest, MAX_TASK_ID_LEN, json_type, read_envelope};
 use super::task::ReplyTo;
 
 /// The state of a workflow and its members, for the API and the dashboard.
@@ -123,40 +123,11 @@ pub(super) fn parse_workflow(
             json_type(&value)
         )));
     };
-    let reply_topic = str_field(&obj, "reply_to");
-    let correlation_id = str_field(&obj, "correlation_id");
-    let id = str_field(&obj, "id");
-    let salvage_reply = match (&reply_topic, &correlation_id) {
-        (Ok(Some(t)), c) if is_valid_reply_topic(t) => Some(ReplyTo {
-            topic: t.clone(),
-            correlation_data: None,
-            correlation_id: c.clone().ok().flatten(),
-        }),
-        _ => None,
-    };
-    let salvage_id = id.clone().ok().flatten();
-    let fail = |message: String| BadRequest {
-        message,
-        id: salvage_id.clone(),
-        reply_to: salvage_reply.clone(),
-    };
-    let reply_topic = reply_topic.map_err(&fail)?;
-    let correlation_id = correlation_id.map_err(&fail)?;
-    let id = id.map_err(&fail)?;
-    if let Some(t) = &reply_topic
-        && !is_valid_reply_topic(t)
-    {
-        return Err(fail(format!(
-            "field `reply_to` is not a valid topic name: `{t}`"
-        )));
-    }
-    if let Some(id) = &id
-        && (id.is_empty() || id.len() > MAX_TASK_ID_LEN || id.contains('\0'))
-    {
-        return Err(fail(format!(
-            "field `id` must be 1 to {MAX_TASK_ID_LEN} bytes, without NUL"
-        )));
-    }
+    let (id, reply_to, salvage) = read_envelope(&obj, |id| {
+        (id.is_empty() || id.len() > MAX_TASK_ID_LEN || id.contains('\0'))
+            .then(|| format!("field `id` must be 1 to {MAX_TASK_ID_LEN} bytes, without NUL"))
+    })?;
+    let fail = |message: String| salvage.fail(message);
     let progress = match obj.get("progress") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -173,11 +144,7 @@ pub(super) fn parse_workflow(
     let tree = tree::read_tree(workflow, limits).map_err(&fail)?;
     Ok(ParsedWorkflow {
         id,
-        reply_to: reply_topic.map(|topic| ReplyTo {
-            topic,
-            correlation_data: None,
-            correlation_id,
-        }),
+        reply_to,
         progress,
         tree,
     })
