@@ -20,6 +20,7 @@ use crate::engine::{
 };
 use crate::history::{
     Activity, HistoryError, HistoryStore, LiveFigures, MAX_BACKLOG, Recorder, SERIES_IN_MEMORY,
+    Tail,
 };
 use crate::http::{Auth, AuthError, HttpContext, HttpServer};
 use crate::metrics::Metrics;
@@ -170,6 +171,7 @@ impl App {
             },
             None => LiveFigures::default(),
         });
+        let tail = Tail::default();
         let recorder = Recorder::spawn(
             events,
             backlog.clone(),
@@ -178,6 +180,7 @@ impl App {
             metrics,
             live,
             settings.history.clone(),
+            tail.clone(),
         )
         .map_err(AppError::Recorder)?;
 
@@ -197,6 +200,7 @@ impl App {
             activity,
             auth,
             history_backlog: backlog,
+            tail,
             settings: settings.clone(),
             started: Instant::now(),
             shutdown: CancellationToken::new(),

@@ -9,6 +9,8 @@ use swarmq::settings::DEFAULT_CONFIG;
 use swarmq::{App, Settings, Sources};
 use tokio_util::sync::CancellationToken;
 
+mod cli;
+
 // mimalloc: the broker allocates and frees many small buffers per message, and
 // glibc malloc took about a tenth of its CPU time in the word-count profile.
 #[global_allocator]
@@ -43,6 +45,16 @@ enum Command {
     /// Manage identities: who may connect, and what each may do.
     #[command(subcommand)]
     Identity(IdentityCommand),
+    /// Submit a task and print its id, or with --wait its result.
+    Call(cli::CallArgs),
+    /// List queues, workers or recent tasks as a table.
+    Inspect(cli::InspectArgs),
+    /// Remove every waiting task of a queue.
+    Purge(cli::PurgeArgs),
+    /// Revoke a task or a workflow, wherever it stands.
+    Revoke(cli::RevokeArgs),
+    /// Follow task events live, one line each.
+    Tail(cli::TailArgs),
 }
 
 #[derive(Subcommand)]
@@ -135,6 +147,11 @@ fn main() -> ExitCode {
         Command::Healthcheck { http } => healthcheck(&http),
         Command::HashPassword => hash_password(),
         Command::Identity(cmd) => identity(cmd),
+        Command::Call(args) => cli::run(cli::call(args)),
+        Command::Inspect(args) => cli::run(cli::inspect(args)),
+        Command::Purge(args) => cli::run(cli::purge(args)),
+        Command::Revoke(args) => cli::run(cli::revoke(args)),
+        Command::Tail(args) => cli::run(cli::tail(args)),
     }
 }
 

@@ -15,6 +15,7 @@
 mod activity;
 mod recorder;
 mod store;
+mod tail;
 
 pub(crate) use activity::SERIES_IN_MEMORY;
 pub use activity::{Activity, QueueRates, SeriesPoint, WorkerInfo};
@@ -24,6 +25,7 @@ pub use recorder::{
 };
 pub use store::{HistoryError, HistoryStore, TaskFilter, TaskPage, WeakHistoryStore};
 pub(crate) use store::{MAX_SCAN, hex as hex_string, unhex};
+pub use tail::{Tail, TailEvent};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Activity, HistoryStore, TaskEvent};
+use super::{Activity, HistoryStore, Tail, TaskEvent};
 use crate::engine::{EventObserver, now_us};
 use crate::metrics::{Metrics, QueueSnapshot};
 use crate::settings::HistorySettings;
@@ -169,6 +169,7 @@ struct Worker {
     settings: HistorySettings,
     stop: Arc<AtomicBool>,
     backlog: Arc<Backlog>,
+    tail: Tail,
 }
 
 impl Recorder {
@@ -209,6 +210,7 @@ impl Recorder {
         metrics: Arc<Metrics>,
         live: LiveSource,
         settings: HistorySettings,
+        tail: Tail,
     ) -> std::io::Result<Recorder> {
         let stop = Arc::new(AtomicBool::new(false));
         let worker = Worker {
@@ -220,6 +222,7 @@ impl Recorder {
             settings,
             stop: stop.clone(),
             backlog,
+            tail,
         };
         let handle = std::thread::Builder::new()
             .name("swarmq-history".into())
@@ -301,6 +304,7 @@ impl Worker {
     /// Applies and empties `batch` (keeping its allocation for the next).
     fn record(&self, batch: &mut Vec<TaskEvent>) {
         let changed = self.activity.apply(batch);
+        self.tail.send(batch, self.store.as_ref());
         let Some(store) = &self.store else {
             batch.clear();
             return;

@@ -44,7 +44,7 @@ pub(super) const MAX_PAGE: usize = 1000;
 /// Every route of [`router`], as `(method, path)`; a test compares it with
 /// `openapi.json`. Add a route in both places.
 #[cfg(test)]
-const ROUTES: [(&str, &str); 31] = [
+const ROUTES: [(&str, &str); 32] = [
     ("get", "/openapi.json"),
     ("post", "/login"),
     ("post", "/logout"),
@@ -52,6 +52,7 @@ const ROUTES: [(&str, &str); 31] = [
     ("get", "/overview"),
     ("get", "/series"),
     ("get", "/events"),
+    ("get", "/tail"),
     ("get", "/queues"),
     ("get", "/queues/{name}"),
     ("post", "/queues/{name}/purge"),
@@ -87,6 +88,7 @@ pub(super) fn router() -> Router<HttpState> {
         .route("/overview", get(overview))
         .route("/series", get(series))
         .route("/events", get(events))
+        .route("/tail", get(tail))
         .route("/queues", get(queues))
         .route("/queues/{name}", get(queue))
         .route("/queues/{name}/purge", post(purge))
@@ -409,6 +411,53 @@ async fn events(
         })
         .take_until(async move { stop.cancelled().await });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[derive(Debug, Deserialize)]
+struct TailQuery {
+    queue: Option<String>,
+}
+
+/// Streams each task event as it is recorded: a `task` event per step
+/// (data: one JSON object), and a `lagged` event with the number missed
+/// when the caller reads too slowly to keep up.
+async fn tail(
+    _: Caller,
+    State(state): State<HttpState>,
+    query: Result<Query<TailQuery>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    use futures_util::StreamExt as _;
+    use tokio::sync::broadcast::error::RecvError;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let queue = q.queue.filter(|q| !q.is_empty());
+    if let Some(name) = &queue
+        && !swarmq_worker::wire::is_valid_queue_name(name)
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid queue name `{name}`"
+        )));
+    }
+    let rx = state.ctx.tail.follow();
+    let stop = state.ctx.shutdown.clone();
+    let stream = futures_util::stream::unfold((rx, queue), |(mut rx, queue)| async move {
+        loop {
+            let event = match rx.recv().await {
+                Ok(e) => e,
+                Err(RecvError::Lagged(n)) => {
+                    let ev = Event::default().event("lagged").data(n.to_string());
+                    return Some((Ok(ev), (rx, queue)));
+                }
+                Err(RecvError::Closed) => return None,
+            };
+            if queue.is_some() && event.queue != queue {
+                continue;
+            }
+            let ev = Event::default().event("task").data(event.json.as_str());
+            return Some((Ok(ev), (rx, queue)));
+        }
+    })
+    .take_until(async move { stop.cancelled().await });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 async fn queues(_: Caller, State(state): State<HttpState>) -> Json<Value> {

@@ -44,6 +44,8 @@ pub struct HttpContext {
     pub auth: Arc<Auth>,
     /// Events not yet recorded in the history.
     pub history_backlog: Arc<Backlog>,
+    /// Task events as they are recorded, for live followers.
+    pub tail: crate::history::Tail,
     /// The settings the broker runs with.
     pub settings: Settings,
     /// When the broker started.

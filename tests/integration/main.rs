@@ -8,6 +8,7 @@ mod access;
 mod api;
 mod broker;
 mod certs;
+mod cli;
 mod contract;
 mod dispatch;
 mod durability;

@@ -22,7 +22,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The [`wire`] module (always built) holds the topic names and JSON payloads.
+//! The [`wire`] module (always built) holds the topic names and JSON payloads,
+//! and [`BrokerAddr`] (always built) reads broker addresses.
 //! Everything else needs the default `client` feature. The `tls` feature adds
 //! `mqtts://` addresses: the broker's certificate is checked against the CA
 //! file given to the builder (`ca_file`), or the system's roots without one.
@@ -34,7 +35,6 @@ pub mod wire;
 mod client;
 #[cfg(feature = "client")]
 mod transport;
-#[cfg(feature = "client")]
 mod url;
 #[cfg(feature = "client")]
 mod worker;
@@ -43,7 +43,6 @@ mod worker;
 pub use client::{Client, ClientBuilder, PendingResult, RequestError};
 #[cfg(feature = "client")]
 pub use transport::TlsError;
-#[cfg(feature = "client")]
 pub use url::{BrokerAddr, DEFAULT_PORT, DEFAULT_TLS_PORT, UrlError};
 #[cfg(feature = "client")]
 pub use worker::{
