@@ -1,6 +1,6 @@
 # Shared by the benchmark scripts: builds the release binaries, starts a fresh
-# broker on ephemeral ports with an empty data directory and two word-count
-# workers (concurrency $CONCURRENCY, default 64), and cleans everything up on
+# broker on ephemeral ports with an empty data directory and $WORKERS (default
+# two) word-count workers (concurrency $CONCURRENCY, default 64), and cleans everything up on
 # exit. Settings reach the broker through SWARMQ__… variables in the caller's
 # environment. Sets BIN, DATA, LOG, URL, HTTP, broker, workers and pids.
 # BIN=DIR takes the binaries from DIR instead of building them (to compare
@@ -57,14 +57,14 @@ broker=$!; pids+=("$broker")
 for _ in $(seq 100); do grep -q 'listening' "$LOG" && break; sleep 0.1; done
 URL="mqtt://$(grep -o 'mqtt=[0-9.:]*' "$LOG" | head -1 | cut -d= -f2)"
 HTTP="http://$(grep -o 'http=[0-9.:]*' "$LOG" | head -1 | cut -d= -f2)"
-for i in 1 2; do
+for i in $(seq "${WORKERS:-2}"); do
   env "${worker_env[@]}" "$BIN/word-count" worker --url "$URL" --concurrency "${CONCURRENCY:-64}" \
     --client-id "${worker_env:+worker:}bench-worker-$i" 2>/dev/null &
   pids+=("$!")
 done
 workers=("${pids[@]:1}")
 # Let both workers subscribe before the first run.
-"$BIN/word-count" latency --url "$URL" --tasks 100 >/dev/null
+if [ "${WORKERS:-2}" -gt 0 ]; then "$BIN/word-count" latency --url "$URL" --tasks 100 >/dev/null; fi
 
 cpu() { # utime+stime of a pid, in seconds
   awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$1/stat"

@@ -3,7 +3,8 @@
 # integration against the real broker, the device programs, doctests, and
 # the dashboard in headless Chromium).
 # Installs what the tests need when it is missing: mosquitto-clients, jq,
-# chromium and chromium-driver (Debian packages), paho-mqtt and selenium (PyPI).
+# chromium and chromium-driver (Debian packages), paho-mqtt, pytest and
+# selenium (PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,10 @@ if ! python3 -c 'import paho.mqtt' 2>/dev/null; then
   echo "installing paho-mqtt"
   pip_install 'paho-mqtt>=2,<3'
 fi
+if ! python3 -c 'import pytest' 2>/dev/null; then
+  echo "installing pytest"
+  pip_install 'pytest>=7'
+fi
 if ! python3 -c 'import selenium' 2>/dev/null; then
   echo "installing selenium"
   pip_install 'selenium>=4.20,<5'
@@ -41,8 +46,11 @@ cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
 # The dashboard in a real browser, against the binaries just built.
 cargo build --workspace --locked --quiet
 python3 tests/browser/test_dashboard.py 2>&1 | tee -a "$log" || status=$?
+# The Python package and the MicroPython board code (under CPython, with
+# the shim), with pytest against the broker binary just built.
+python3 -m pytest -q -p no:cacheprovider devices 2>&1 | tee -a "$log" || status=$?
 # One closing line for the whole run (cargo prints one per test binary, and
 # the last of them is often a crate's empty doctest run).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+awk '/^test result:/ || /^=* ?[0-9]+ (passed|failed).* in [0-9.]+s/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "\nswarmq: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"
