@@ -9,7 +9,9 @@
 #   TARGET=aarch64-unknown-linux-gnu PLATFORM=linux/arm64 \
 #     SYSROOT=/usr/aarch64-linux-gnu tests/docker/build-image.sh swarmq:arm64
 #
-# TARGET needs `rustup target add $TARGET`, a cross linker
+# TARGET needs the target's standard library (`rustup target add $TARGET`, or
+# Debian's libstd-rust-web-dev for it with CARGO=/usr/bin/cargo: see
+# tests/pi/run.sh, which builds this way), a cross linker
 # (CARGO_TARGET_<TRIPLE>_LINKER) and the target's C library under SYSROOT
 # (Debian: gcc-aarch64-linux-gnu / gcc-arm-linux-gnueabihf).
 set -euo pipefail
@@ -17,9 +19,10 @@ cd "$(dirname "$0")/../.."
 TAG=${1:-swarmq:local}
 TARGET=${TARGET:-}
 
+CARGO=${CARGO:-cargo}
 if [ -n "$TARGET" ]; then
-  cargo build --release --locked --target "$TARGET" -p swarmq -p word-count
-  OUT=target/$TARGET/release
+  "$CARGO" build --release --locked --target "$TARGET" -p swarmq -p word-count
+  OUT=${CARGO_TARGET_DIR:-target}/$TARGET/release
   # Debian's name for the target: aarch64-linux-gnu, arm-linux-gnueabihf.
   GNU=$(echo "$TARGET" | sed 's/-unknown//; s/^armv7/arm/')
   SYSROOT=${SYSROOT:-/usr/$GNU}
@@ -62,8 +65,11 @@ printf 'root:x:0:\nswarmq:x:10001:\n' >"$ROOT/etc/group"
 printf 'hosts: files dns\n' >"$ROOT/etc/nsswitch.conf"
 chmod 1777 "$ROOT/tmp"
 
-if [ -n "${PLATFORM:-}" ]; then
+if [ -n "${PLATFORM:-}" ] && docker buildx version >/dev/null 2>&1; then
   docker buildx build --platform "$PLATFORM" -t "$TAG" --load .
+elif [ -n "${PLATFORM:-}" ]; then
+  # The classic builder takes --platform too; the Dockerfile has no RUN step.
+  docker build -q --platform "$PLATFORM" -t "$TAG" . >/dev/null
 else
   docker build -q -t "$TAG" . >/dev/null
 fi
