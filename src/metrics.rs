@@ -18,6 +18,8 @@ pub const TASKS_FINISHED: &str = "swarmq_tasks_finished_total";
 pub const WORKERS_QUARANTINED: &str = "swarmq_workers_quarantined_total";
 /// Deliveries lost to a flapping worker, not counted as attempts.
 pub const TASKS_LOST: &str = "swarmq_tasks_lost_total";
+/// Clients disconnected because their waiting messages passed `mqtt.max_mqueue_bytes`.
+pub const CLIENTS_OVERFLOWED: &str = "swarmq_clients_overflowed_total";
 /// Workflows accepted.
 pub const WORKFLOWS_SUBMITTED: &str = "swarmq_workflows_submitted_total";
 /// Workflows finished, by final status.
@@ -166,6 +168,7 @@ pub struct Metrics {
     finished: [AtomicU64; 5],
     workflows_submitted: AtomicU64,
     workers_quarantined: AtomicU64,
+    clients_overflowed: AtomicU64,
     tasks_lost: AtomicU64,
     workflows_finished: [AtomicU64; 5],
     rejected: [AtomicU64; 9],
@@ -203,6 +206,11 @@ impl Metrics {
     /// Counts a worker put in quarantine.
     pub fn worker_quarantined(&self) {
         self.workers_quarantined.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a client disconnected for passing its waiting-bytes bound.
+    pub fn client_overflowed(&self) {
+        self.clients_overflowed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a delivery lost to a flapping worker.
@@ -411,6 +419,16 @@ impl Metrics {
             "Deliveries lost to a flapping worker, not counted as attempts.",
         );
         let _ = writeln!(out, "{TASKS_LOST} {}", load(&self.tasks_lost));
+        counter(
+            &mut out,
+            CLIENTS_OVERFLOWED,
+            "Clients disconnected because their waiting messages passed mqtt.max_mqueue_bytes.",
+        );
+        let _ = writeln!(
+            out,
+            "{CLIENTS_OVERFLOWED} {}",
+            load(&self.clients_overflowed)
+        );
         counter(
             &mut out,
             WORKERS_QUARANTINED,

@@ -217,6 +217,9 @@ pub struct MqttSettings {
     pub max_inflight: u16,
     /// Messages queued per session beyond the in-flight window.
     pub max_mqueue_len: usize,
+    /// Bytes of messages waiting for one client; a client past it is
+    /// disconnected (MQTT 5: Quota exceeded).
+    pub max_mqueue_bytes: usize,
     /// Most connections at once.
     pub max_connections: usize,
     /// Session expiry for persistent sessions that ask for none.

@@ -666,7 +666,15 @@ impl Handler for TaskHooks {
                 live.on_connected(session).await;
                 (true, acc)
             }
-            Parameter::ClientDisconnected(session, _reason) => {
+            Parameter::ClientDisconnected(session, reason) => {
+                if overflowed(reason) {
+                    tracing::warn!(
+                        client_id = %session.id.client_id,
+                        remote = ?session.id.remote_addr,
+                        "client disconnected: its waiting messages passed mqtt.max_mqueue_bytes (it reads too slowly)"
+                    );
+                    live.engine.metrics().client_overflowed();
+                }
                 live.guard.disconnected(session);
                 live.engine.metrics().connections_add(-1);
                 live.publisher
@@ -702,5 +710,16 @@ impl Handler for TaskHooks {
             }
             _ => (true, acc),
         }
+    }
+}
+
+/// Whether a session ended because its waiting messages passed
+/// `mqtt.max_mqueue_bytes` (rmqtt may report it among other reasons).
+fn overflowed(reason: &rmqtt::types::Reason) -> bool {
+    use rmqtt::types::Reason;
+    match reason {
+        Reason::MessageQueueFull => true,
+        Reason::Reasons(all) => all.iter().any(overflowed),
+        _ => false,
     }
 }

@@ -304,6 +304,7 @@ fn listener_builder(mqtt: &MqttSettings, name: &str, addr: SocketAddr) -> Builde
         .max_packet_size(mqtt.max_packet_size_bytes)
         .max_inflight(max_inflight)
         .max_mqueue_len(mqtt.max_mqueue_len)
+        .max_mqueue_bytes(mqtt.max_mqueue_bytes)
         .max_connections(mqtt.max_connections)
         .session_expiry_interval(Duration::from_secs(mqtt.session_expiry_interval_secs))
         .message_expiry_interval(Duration::from_secs(mqtt.message_expiry_interval_secs))

@@ -905,3 +905,174 @@ async fn a_session_with_expiry_0_is_gone_when_its_client_reconnects_at_once() {
     println!("{tries} reconnects after DISCONNECT with expiry 0: {present} found a session");
     assert_eq!(present, 0, "a session that had ended was reported present");
 }
+
+/// The resident memory of a process, in bytes.
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A raw MQTT 5 SUBSCRIBE of one filter.
+fn subscribe_packet(filter: &str, qos: u8) -> Vec<u8> {
+    let mut body = vec![0, 1, 0]; // packet id 1, no properties
+    body.extend_from_slice(&(filter.len() as u16).to_be_bytes());
+    body.extend_from_slice(filter.as_bytes());
+    body.push(qos);
+    let mut packet = vec![0x82, body.len() as u8];
+    packet.extend_from_slice(&body);
+    packet
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_is_disconnected_at_its_byte_bound_and_the_broker_stays_small()
+ {
+    use std::io::BufRead;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const MESSAGES: usize = 1000;
+    const SIZE: usize = 900 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = crate::support::ChildGuard::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_swarmq"))
+            .args([
+                "serve",
+                "--mqtt-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("SWARMQ_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("broker"),
+    );
+    let pid = child.child.id();
+    let stdout = child.stdout().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok);
+        let found = lines.find(|l| l.contains("listening"));
+        // Keep draining the log so the broker never blocks on it.
+        std::thread::spawn(move || lines.for_each(drop));
+        found
+    });
+    let line = within("the broker listens", line)
+        .await
+        .unwrap()
+        .expect("log");
+    let addr = |key: &str| -> std::net::SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.trim_matches(',').parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+    };
+    let (mqtt, http) = (addr("mqtt"), addr("http"));
+
+    // Two subscribers that never read: one at QoS 0 (the broker's writes to
+    // it block), one at QoS 1 (its in-flight window fills, then its queue).
+    let mut idle = Vec::new();
+    for (i, qos) in [0u8, 1].into_iter().enumerate() {
+        let mut s = tokio::net::TcpStream::connect(mqtt).await.unwrap();
+        s.write_all(&connect_packet(&format!("never-reads-{i}"), 5))
+            .await
+            .unwrap();
+        let mut connack = [0u8; 16];
+        let n = within("CONNACK", s.read(&mut connack)).await.unwrap();
+        assert_eq!(connack[..n.min(1)], [0x20]);
+        s.write_all(&subscribe_packet("flood/#", qos))
+            .await
+            .unwrap();
+        idle.push(s);
+    }
+    let metrics = move || async move { http_get(http, "/metrics").await.1 };
+    eventually("both connected", || async {
+        http_get(http, "/api/v1/overview")
+            .await
+            .1
+            .contains("\"connections\":2")
+    })
+    .await;
+    let before = rss_bytes(pid);
+
+    // The flood: 1,000 messages of 900 KB at QoS 1, each acknowledged.
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampling = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_bytes(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut opts = rumqttc::v5::MqttOptions::new("flooder", mqtt.ip().to_string(), mqtt.port());
+    opts.set_max_packet_size(Some(2 * 1024 * 1024));
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(opts, 64);
+    let payload = bytes::Bytes::from(vec![b'x'; SIZE]);
+    let publisher = tokio::spawn(async move {
+        for _ in 0..MESSAGES {
+            client
+                .publish(
+                    "flood/x",
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    false,
+                    payload.clone(),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    within("the flood is acknowledged", async {
+        let mut acked = 0;
+        while acked < MESSAGES {
+            if let rumqttc::v5::Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap()
+            {
+                acked += 1;
+            }
+        }
+    })
+    .await;
+    publisher.await.unwrap();
+    println!(
+        "flood acknowledged: RSS {} MiB, peak {} MiB",
+        rss_bytes(pid) >> 20,
+        peak.load(std::sync::atomic::Ordering::Relaxed) >> 20
+    );
+    eventually("both idle subscribers counted as overflowed", || async {
+        metrics()
+            .await
+            .contains("swarmq_clients_overflowed_total 2")
+    })
+    .await;
+    sampling.abort();
+    let grown = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(before);
+    println!(
+        "flood of {MESSAGES} x {SIZE} bytes: RSS {} MiB before, peak growth {} MiB",
+        before >> 20,
+        grown >> 20
+    );
+    assert!(grown < 100 << 20, "the broker grew by {} MiB", grown >> 20);
+    // Their connections are closed: reading what was sent ends at EOF.
+    for mut s in idle {
+        let mut buf = vec![0u8; 1 << 20];
+        within("the idle subscriber's connection ends", async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+}

@@ -119,6 +119,9 @@ pub struct Builder {
     pub send_timeout: Duration,
     /// Maximum messages queued per client
     pub max_mqueue_len: usize,
+    /// Maximum bytes of messages waiting for one client (swarmq patch: a
+    /// client over it is disconnected; usize::MAX for no bound)
+    pub max_mqueue_bytes: usize,
     /// Rate limiting for message delivery (messages per duration)
     pub mqueue_rate_limit: (NonZeroU32, Duration),
     /// Maximum length of client identifiers
@@ -216,6 +219,7 @@ impl Builder {
             handshake_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(10),
             max_mqueue_len: 1000,
+            max_mqueue_bytes: usize::MAX,
 
             mqueue_rate_limit: (nonzero!(u32::MAX), Duration::from_secs(1)),
             max_clientid_len: 65535,
@@ -353,6 +357,12 @@ impl Builder {
     /// Sets network send timeout duration
     pub fn send_timeout(mut self, send_timeout: Duration) -> Self {
         self.send_timeout = send_timeout;
+        self
+    }
+
+    /// Configures maximum bytes of messages waiting per client (swarmq patch)
+    pub fn max_mqueue_bytes(mut self, max_mqueue_bytes: usize) -> Self {
+        self.max_mqueue_bytes = max_mqueue_bytes;
         self
     }
 

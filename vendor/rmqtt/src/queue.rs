@@ -240,6 +240,10 @@ impl Limiter {
 pub struct Queue<T> {
     cap: usize,
     inner: Mutex<VecDeque<T>>,
+    // swarmq patch: a bound in bytes beside the count, and the bytes held.
+    max_bytes: usize,
+    bytes: std::sync::atomic::AtomicUsize,
+    sizer: Option<fn(&T) -> usize>,
     on_push_fn: Option<Arc<dyn OnEventFn>>,
     on_pop_fn: Option<Arc<dyn OnEventFn>>,
 }
@@ -254,7 +258,34 @@ impl<T> Drop for Queue<T> {
 impl<T> Queue<T> {
     #[inline]
     pub fn new(cap: usize) -> Self {
-        Self { cap, inner: Mutex::new(VecDeque::new()), on_push_fn: None, on_pop_fn: None }
+        Self::with_bytes(cap, usize::MAX, None)
+    }
+
+    /// A queue bounded by `cap` items and `max_bytes` bytes as `sizer`
+    /// counts them (an item alone may pass `max_bytes`, or it could never
+    /// be queued).
+    #[inline]
+    pub fn with_bytes(cap: usize, max_bytes: usize, sizer: Option<fn(&T) -> usize>) -> Self {
+        Self {
+            cap,
+            inner: Mutex::new(VecDeque::new()),
+            max_bytes,
+            bytes: std::sync::atomic::AtomicUsize::new(0),
+            sizer,
+            on_push_fn: None,
+            on_pop_fn: None,
+        }
+    }
+
+    /// Bytes of the items in the queue (0 without a sizer).
+    #[inline]
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn size(&self, v: &T) -> usize {
+        self.sizer.map_or(0, |f| f(v))
     }
 
     #[inline]
@@ -279,9 +310,15 @@ impl<T> Queue<T> {
         if inner.len() >= self.cap {
             return Err(v);
         }
+        let size = self.size(&v);
+        let bytes = self.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        if !inner.is_empty() && bytes.saturating_add(size) > self.max_bytes {
+            return Err(v);
+        }
         if let Some(f) = self.on_push_fn.as_ref() {
             f();
         }
+        self.bytes.store(bytes + size, std::sync::atomic::Ordering::Relaxed);
         inner.push_back(v);
         Ok(())
     }
@@ -293,6 +330,7 @@ impl<T> Queue<T> {
             if let Some(f) = self.on_pop_fn.as_ref() {
                 f();
             }
+            self.bytes.fetch_sub(self.size(&v), std::sync::atomic::Ordering::Relaxed);
             Some(v)
         } else {
             None

@@ -156,8 +156,11 @@ impl SessionState {
         log::debug!("client_topic_aliases: {client_topic_aliases:?}");
 
         let (tx, rx) = unbounded();
+        let backlog =
+            Arc::new(Backlog::new(session.deliver_queue().clone(), session.listen_cfg().max_mqueue_bytes));
         let tx = SessionTx::new(
             tx,
+            backlog,
             #[cfg(feature = "debug")]
             session.scx.clone(),
         );
@@ -231,8 +234,12 @@ impl SessionState {
         }
         self.scx.connections.dec();
 
-        if let Err(e) = sink.close().await {
-            log::info!("{} close io error, {e}", self.id);
+        // swarmq patch: a client that does not read cannot hold the close
+        // (its flush) forever; after a second the socket is simply dropped.
+        match tokio::time::timeout(Duration::from_secs(1), sink.close()).await {
+            Ok(Err(e)) => log::info!("{} close io error, {e}", self.id),
+            Err(_) => log::info!("{} close timed out: the client does not read", self.id),
+            Ok(Ok(())) => {}
         }
 
         let disconnect = self.disconnect().await.unwrap_or(None);
@@ -293,7 +300,9 @@ impl SessionState {
                     ..Default::default()
                 }
             };
-            let _ = s.send_disconnect(d).await;
+            // swarmq patch: bounded, as the close above (a client that
+            // does not read would hold it forever).
+            let _ = tokio::time::timeout(Duration::from_secs(1), s.send_disconnect(d)).await;
         }
 
         self.hook.client_disconnected(reason).await;
@@ -354,6 +363,9 @@ impl SessionState {
         let deliver_timeout_delay = tokio::time::sleep(Duration::from_secs(60));
 
         log::debug!("{:?} there are {} offline messages ...", state.id, state.deliver_queue().len());
+        // swarmq patch: watch this connection's waiting bytes (see Backlog).
+        let backlog = state.tx.backlog_arc();
+        backlog.reset();
 
         tokio::pin!(keep_alive_delay);
 
@@ -376,6 +388,10 @@ impl SessionState {
                     return Err(Reason::ConnectKeepaliveTimeout)
                 },
 
+                () = backlog.overflowed() => {
+                    return Err(Reason::MessageQueueFull)
+                },
+
                 _ = &mut deliver_timeout_delay => {
                     while let Some(iflt_msg) = state.out_inflight().write().await.pop_front_timeout(){
                         log::debug!("{:?} has timeout message in inflight: {:?}", state.id, iflt_msg);
@@ -387,7 +403,12 @@ impl SessionState {
                     log::debug!("{:?} deliver_packet: {:?}", state.id, deliver_packet);
                     match deliver_packet {
                         Some(Some((from, p))) => {
-                            state.deliver(sink, from, p).await?;
+                            // A client that does not read blocks this write:
+                            // its overflow must still end the session.
+                            tokio::select! {
+                                r = state.deliver(sink, from, p) => r?,
+                                () = backlog.overflowed() => return Err(Reason::MessageQueueFull),
+                            }
                         },
                         Some(None) => {
                             log::warn!("{:?} No messages received from the delivery queue", state.id);
@@ -454,6 +475,7 @@ impl SessionState {
                     if let Some(msg) = msg {
                         match msg {
                             Message::Forward(from, p) => {
+                                self.tx.backlog().received(&p);
 
                                 //hook, offline_message
                                 self.hook.offline_message(from.clone(), &p).await;
@@ -477,6 +499,7 @@ impl SessionState {
                                     // is still draining a large offline backlog).
                                     let mut drained = 0usize;
                                     while let Ok(Message::Forward(from, p)) = self.rx.try_recv() {
+                                        self.tx.backlog().received(&p);
                                         // hook, offline_message — same as the main offline event
                                         // loop so hook consumers (web-hook `offline_message`
                                         // rule, sys-topic offline counters, audit plugins) do not
@@ -623,6 +646,7 @@ impl SessionState {
     {
         match msg {
             Message::Forward(from, p) => {
+                self.tx.backlog().received(&p);
                 if let Err((from, p)) = deliver_queue_tx.send((from, p)).await {
                     log::debug!("{:?} deliver_dropped, from: {:?}, {:?}", self.id, from, p);
                     //hook, message_dropped
@@ -2225,7 +2249,12 @@ impl Session {
         let message_retry_interval = listen_cfg.message_retry_interval.as_millis() as TimestampMillis;
         let message_expiry_interval = listen_cfg.message_expiry_interval.as_millis() as TimestampMillis;
         #[allow(unused_mut)]
-        let mut deliver_queue = MessageQueue::new(max_mqueue_len);
+        // swarmq patch: bounded in bytes too (max_mqueue_bytes).
+        let mut deliver_queue = MessageQueue::with_bytes(
+            max_mqueue_len,
+            listen_cfg.max_mqueue_bytes,
+            Some(|(_, p): &(From, Publish)| Backlog::size(p)),
+        );
 
         #[cfg(feature = "stats")]
         {

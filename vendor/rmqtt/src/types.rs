@@ -126,18 +126,93 @@ pub struct SessionTx {
     #[cfg(feature = "debug")]
     scx: ServerContext,
     tx: futures::channel::mpsc::UnboundedSender<Message>,
+    backlog: Arc<Backlog>,
+}
+
+/// swarmq patch: the bytes of messages waiting for one client, in its
+/// channel and its deliver queue, against `max_mqueue_bytes`. A message
+/// that would pass the bound is dropped and the session is told to end
+/// (the client is disconnected with Quota exceeded): a client that does
+/// not read cannot make the broker hold more than the bound for it.
+pub struct Backlog {
+    in_channel: std::sync::atomic::AtomicUsize,
+    queue: MessageQueueType,
+    max_bytes: usize,
+    overflowed: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Backlog {
+    pub fn new(queue: MessageQueueType, max_bytes: usize) -> Self {
+        Self {
+            in_channel: std::sync::atomic::AtomicUsize::new(0),
+            queue,
+            max_bytes,
+            overflowed: std::sync::atomic::AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Bytes a message counts for.
+    #[inline]
+    pub fn size(p: &Publish) -> usize {
+        p.payload.len() + p.topic.len()
+    }
+
+    /// Waiting bytes: in the channel and in the deliver queue.
+    #[inline]
+    pub fn bytes(&self) -> usize {
+        self.in_channel.load(std::sync::atomic::Ordering::Relaxed) + self.queue.bytes()
+    }
+
+    /// A message left the channel.
+    #[inline]
+    pub fn received(&self, p: &Publish) {
+        self.in_channel.fetch_sub(Self::size(p), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Starts a new connection's watch: an overflow before it is forgotten.
+    #[inline]
+    pub fn reset(&self) {
+        self.overflowed.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves once the bound has been passed.
+    pub async fn overflowed(&self) {
+        loop {
+            let woken = self.wake.notified();
+            if self.overflowed.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            woken.await;
+        }
+    }
 }
 
 impl SessionTx {
     pub fn new(
         tx: futures::channel::mpsc::UnboundedSender<Message>,
+        backlog: Arc<Backlog>,
         #[cfg(feature = "debug")] scx: ServerContext,
     ) -> Self {
         Self {
             tx,
+            backlog,
             #[cfg(feature = "debug")]
             scx,
         }
+    }
+
+    /// The session's byte count.
+    #[inline]
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
+
+    /// The session's byte count, to hold beside a borrow of the session.
+    #[inline]
+    pub fn backlog_arc(&self) -> Arc<Backlog> {
+        self.backlog.clone()
     }
 
     #[inline]
@@ -150,13 +225,34 @@ impl SessionTx {
         &self,
         msg: Message,
     ) -> std::result::Result<(), futures::channel::mpsc::TrySendError<Message>> {
+        let size = if let Message::Forward(_, p) = &msg { Backlog::size(p) } else { 0 };
+        if size > 0 {
+            let b = &self.backlog;
+            let waiting = b.bytes();
+            if waiting > 0 && waiting.saturating_add(size) > b.max_bytes {
+                if !b.overflowed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    log::warn!(
+                        "a client's waiting messages pass max_mqueue_bytes ({} + {size} > {} bytes): message dropped, disconnecting it",
+                        waiting,
+                        b.max_bytes
+                    );
+                    b.wake.notify_waiters();
+                    b.wake.notify_one();
+                }
+                return Ok(());
+            }
+            b.in_channel.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
+        }
         match self.tx.unbounded_send(msg) {
             Ok(()) => {
                 #[cfg(feature = "debug")]
                 self.scx.stats.debug_session_channels.inc();
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                self.backlog.in_channel.fetch_sub(size, std::sync::atomic::Ordering::Relaxed);
+                Err(e)
+            }
         }
     }
 }
