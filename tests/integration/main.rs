@@ -12,6 +12,7 @@ mod cli;
 mod contract;
 mod dispatch;
 mod durability;
+mod fuzz;
 mod hardening;
 mod http;
 mod interop;
