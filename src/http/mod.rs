@@ -8,6 +8,7 @@
 
 mod api;
 pub mod auth;
+mod connections;
 mod identities;
 
 use std::net::SocketAddr;
@@ -100,10 +101,12 @@ impl HttpServer {
     ///
     /// Its own accept loop rather than `axum::serve`, for three limits a
     /// hostile client would otherwise find missing: at most
-    /// `http.max_connections` at once (beyond, a connection is closed as it
-    /// arrives), `http.header_timeout_ms` to send a request's headers, and
-    /// `http.body_timeout_ms` to send its body. A slowloris client holds a
-    /// socket for seconds, not forever, and never more than the cap.
+    /// `http.max_connections` at once (beyond, the connection that has
+    /// waited longest for a request is closed to make room, or the new one
+    /// when all are serving requests), `http.header_timeout_ms` to send a
+    /// request's headers, and `http.body_timeout_ms` to send its body. A
+    /// slowloris client holds a socket for seconds, not forever, never more
+    /// than the cap, and never keeps a whole request from being served.
     pub async fn run(self, ctx: HttpContext, serving: Arc<AtomicBool>, token: CancellationToken) {
         let limits = ctx.settings.http.clone();
         let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -124,7 +127,8 @@ impl HttpServer {
             ))
             .with_state(state);
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-        let connections = tokio_util::task::TaskTracker::new();
+        let tasks = tokio_util::task::TaskTracker::new();
+        let open = Arc::new(connections::Connections::default());
         let header_timeout = Duration::from_millis(limits.header_timeout_ms);
         loop {
             let (stream, peer) = tokio::select! {
@@ -139,15 +143,42 @@ impl HttpServer {
                 },
                 () = token.cancelled() => break,
             };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                refused.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%peer, "HTTP connection over http.max_connections; closed");
-                drop(stream);
-                continue;
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                // At the cap: the connection that has waited longest for a
+                // request makes room (its task ends and frees its slot);
+                // when every one is serving a request, this one is refused.
+                Err(_) if open.evict_oldest_waiting() => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    match tokio::time::timeout(
+                        Duration::from_secs(1),
+                        slots.clone().acquire_owned(),
+                    )
+                    .await
+                    {
+                        Ok(Ok(slot)) => slot,
+                        _ => {
+                            drop(stream);
+                            continue;
+                        }
+                    }
+                }
+                Err(_) => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "HTTP connection over http.max_connections; closed");
+                    drop(stream);
+                    continue;
+                }
             };
-            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let (id, evicted) = open.open();
+            let service = connections::Tracked {
+                inner: hyper_util::service::TowerToHyperService::new(app.clone()),
+                id,
+                connections: open.clone(),
+            };
             let token = token.clone();
-            connections.spawn(async move {
+            let open = open.clone();
+            tasks.spawn(async move {
                 let _slot = slot;
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -156,16 +187,19 @@ impl HttpServer {
                 let mut conn = std::pin::pin!(conn);
                 tokio::select! {
                     _ = conn.as_mut() => {}
+                    // Waiting longest for a request when a new one came at the cap.
+                    () = evicted.cancelled() => {}
                     () = token.cancelled() => {
                         // Finish the request in progress, then close.
                         conn.as_mut().graceful_shutdown();
                         let _ = conn.await;
                     }
                 }
+                open.close(id);
             });
         }
-        connections.close();
-        connections.wait().await;
+        tasks.close();
+        tasks.wait().await;
     }
 }
 
@@ -237,7 +271,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     let _ = std::fmt::Write::write_fmt(
         &mut body,
         format_args!(
-            "# HELP {name} HTTP connections closed on arrival at http.max_connections.\n# TYPE {name} counter\n{name} {}\n",
+            "# HELP {name} HTTP connections closed at http.max_connections (the one waiting longest for a request, or the new one when all serve requests).\n# TYPE {name} counter\n{name} {}\n",
             state.refused.load(Ordering::Relaxed),
             name = crate::metrics::HTTP_REFUSED
         ),

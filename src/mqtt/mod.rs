@@ -306,6 +306,11 @@ fn listener_builder(mqtt: &MqttSettings, name: &str, addr: SocketAddr) -> Builde
         .max_mqueue_len(mqtt.max_mqueue_len)
         .max_mqueue_bytes(mqtt.max_mqueue_bytes)
         .max_connections(mqtt.max_connections)
+        // Each handshake is a task waiting on its socket, cheap: as many may
+        // wait as connections may be open, so sockets that never send CONNECT
+        // (closed after mqtt.connect_timeout_ms) never queue a real client
+        // behind them (rmqtt's 1,000 made the 10,001st wait for the timeouts).
+        .max_handshaking_limit(mqtt.max_connections)
         .session_expiry_interval(Duration::from_secs(mqtt.session_expiry_interval_secs))
         .message_expiry_interval(Duration::from_secs(mqtt.message_expiry_interval_secs))
 }
