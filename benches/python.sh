@@ -13,16 +13,16 @@ cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 WORDS=${2:-2190}
 TEXT=$PWD/devices/word-count/text/aesop11.txt
-CONCURRENCY_PY=${CONCURRENCY_PY:-8}
+CONCURRENCY_PY=${CONCURRENCY_PY:-64}
 WORKERS=0
 . benches/common.sh
 
 example=devices/python/examples/word_count
-(cd "$example" && SWARMQ_URL=$URL PYTHONPATH=$PWD/../.. exec python3 -m swarmq worker -A tasks -c "$CONCURRENCY_PY") &
+(cd "$example" && SWARMQ_URL=$URL PYTHONPATH=$PWD/../.. exec python3 -m swarmq worker -A tasks -c "$CONCURRENCY_PY" -P "${POOL:-solo}") &
 pyworker=$!; pids+=("$pyworker"); workers=("$pyworker")
 for _ in $(seq 100); do curl -fs "$HTTP/api/v1/workers" | grep -q '"online":true' && break; sleep 0.1; done
 start_celery
-echo "python worker: 1 process, $CONCURRENCY_PY threads; celery: 2 prefork processes; $WORDS words"
+echo "python worker: 1 process, pool ${POOL:-solo}, concurrency $CONCURRENCY_PY; celery: 2 prefork processes; $WORDS words"
 
 rate() { sed -n 's/.*(\([0-9]*\) tasks\/s).*/\1/p' <<<"$1" | tail -1; }
 ratios=()

@@ -34,13 +34,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     w.add_argument("-c", "--concurrency", type=int, default=4, help="tasks at once (default 4)")
     w.add_argument("-Q", "--queues", help="comma-separated queues (default: every task's queue)")
     w.add_argument("--group", default="python", help="shared-subscription group (default python)")
+    w.add_argument("-P", "--pool", choices=["threads", "solo"], default="threads",
+                   help="threads (default), or solo: tasks in the network thread, for short tasks")
     w.add_argument("--loglevel", default="WARNING")
     opts = p.parse_args(argv)
     logging.basicConfig(level=opts.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = _find_app(opts.app)
     queues = opts.queues.split(",") if opts.queues else None
     try:
-        app.worker(concurrency=opts.concurrency, queues=queues, group=opts.group).run()
+        app.worker(concurrency=opts.concurrency, queues=queues, group=opts.group, pool=opts.pool).run()
     except ConnectError as exc:
         print(f"swarmq: {exc}", file=sys.stderr)
         return 3

@@ -160,9 +160,10 @@ class App:
     # --- serving ---
 
     def worker(self, concurrency: int = 4, queues: Optional[List[str]] = None,
-               group: str = "python", grace: float = 30.0) -> Worker:
-        """A worker for this app's tasks (or ``queues``): call ``.run()``."""
-        return Worker(self, concurrency=concurrency, queues=queues, group=group, grace=grace)
+               group: str = "python", grace: float = 30.0, pool: str = "threads") -> Worker:
+        """A worker for this app's tasks (or ``queues``): call ``.run()``.
+        ``pool="solo"`` runs tasks in the network thread (short tasks)."""
+        return Worker(self, concurrency=concurrency, queues=queues, group=group, grace=grace, pool=pool)
 
     # --- requesting ---
 

@@ -102,9 +102,17 @@ class Worker:
         group: str = "python",
         client_id: Optional[str] = None,
         grace: float = 30.0,
+        pool: str = "threads",
     ):
         if concurrency < 1 or concurrency > 65535:
             raise ValueError("concurrency must be 1 to 65535")
+        if pool not in ("threads", "solo"):
+            raise ValueError("pool must be 'threads' or 'solo'")
+        #: "threads": tasks run on `concurrency` threads. "solo" (Celery's
+        #: -P solo): tasks run one after another in the network thread, with
+        #: no hand-off between threads, for short tasks; the broker still
+        #: sends up to `concurrency`, so none waits for a round trip.
+        self.pool = pool
         self.app = app
         self.concurrency = concurrency
         self.queues = sorted(set(queues or [t.queue for t in app.tasks.values()]))
@@ -120,7 +128,8 @@ class Worker:
         self._running: Dict[str, TaskContext] = {}
         self._idle = threading.Condition(self._lock)
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="swarmq-task")
+        self._pool = (ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="swarmq-task")
+                      if pool == "threads" else None)
         self._client = _conn.new_client(app.broker, self.client_id)
         self._client.on_message = self._on_message
         self._client.on_disconnect = self._on_disconnect
@@ -178,7 +187,8 @@ class Worker:
         with self._idle:
             self._idle.wait_for(lambda: not self._running, timeout=self.grace)
             left = len(self._running)
-        self._pool.shutdown(wait=left == 0)
+        if self._pool is not None:
+            self._pool.shutdown(wait=left == 0)
         if self._last_publish is not None:
             try:
                 self._last_publish.wait_for_publish(5)
@@ -215,7 +225,10 @@ class Worker:
         ctx = TaskContext(self, message, reply_to, getattr(props, "CorrelationData", None))
         with self._lock:
             self._running[ctx.id] = ctx
-        self._pool.submit(self._run, ctx, message.get("chunk"))
+        if self._pool is None:
+            self._run(ctx, message.get("chunk"))
+        else:
+            self._pool.submit(self._run, ctx, message.get("chunk"))
 
     # --- in a pool thread ---
 
