@@ -80,11 +80,7 @@ impl Api {
         path: &str,
         mut on_event: impl FnMut(&str, &str) -> bool,
     ) -> Result<(), Failure> {
-        let url = format!("{}/api/v1{path}", self.base);
-        let mut request = self.http.get(&url);
-        if let Some(t) = &self.token {
-            request = request.bearer_auth(t);
-        }
+        let (url, request) = self.request(Method::GET, path);
         let mut response = request.send().await.map_err(|e| unreachable(&url, &e))?;
         if !response.status().is_success() {
             let status = response.status();
@@ -127,6 +123,16 @@ impl Api {
         }
     }
 
+    /// A request to `path` (under /api/v1) with the caller's token, and its URL.
+    fn request(&self, method: Method, path: &str) -> (String, reqwest::RequestBuilder) {
+        let url = format!("{}/api/v1{path}", self.base);
+        let mut request = self.http.request(method, &url);
+        if let Some(t) = &self.token {
+            request = request.bearer_auth(t);
+        }
+        (url, request)
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -134,14 +140,8 @@ impl Api {
         body: Option<Value>,
         timeout: Option<Duration>,
     ) -> Result<Value, Failure> {
-        let url = format!("{}/api/v1{path}", self.base);
-        let mut request = self
-            .http
-            .request(method, &url)
-            .timeout(timeout.unwrap_or(REQUEST_TIMEOUT));
-        if let Some(t) = &self.token {
-            request = request.bearer_auth(t);
-        }
+        let (url, request) = self.request(method, path);
+        let mut request = request.timeout(timeout.unwrap_or(REQUEST_TIMEOUT));
         if let Some(b) = body {
             request = request.json(&b);
         }
