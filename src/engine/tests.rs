@@ -277,6 +277,25 @@ fn worker_gone_requeues_in_submission_order_and_ignores_stale_connections() {
 }
 
 #[test]
+fn a_new_connection_taking_over_a_worker_id_gets_back_what_the_old_one_held() {
+    // The network-fault case: a worker gives up on a dead link and
+    // reconnects with its client id before the broker notices the old
+    // link died; the old connection's disconnect then comes last.
+    let r = rig();
+    r.engine.worker_subscribed("w", 7, 2, "tasks/q");
+    for id in ["a", "b", "c"] {
+        r.submit("q", &format!(r#"{{"id":"{id}"}}"#));
+    }
+    assert_eq!(delivered_ids(&r.effects()), ["a", "b"]);
+    r.engine.worker_subscribed("w", 8, 2, "tasks/q");
+    // Sent again on the new connection, in order, not left on its capacity.
+    assert_eq!(delivered_ids(&r.effects()), ["a", "b"]);
+    assert_eq!(r.engine.in_flight(), 2);
+    r.engine.worker_gone("w", 7);
+    assert_eq!(r.engine.in_flight(), 2);
+}
+
+#[test]
 fn tasks_survive_a_restart_of_the_engine() {
     let r = rig();
     r.submit("q", r#"{"id":"x","args":[1]}"#);

@@ -51,6 +51,19 @@ impl Engine {
     /// gives it tasks up to its capacity.
     pub fn worker_subscribed(&self, worker: &str, conn: ConnectionId, capacity: u32, filter: &str) {
         let mut st = self.lock();
+        // A new connection under the same client id took over one that is
+        // still registered (a worker that gave up on a dead link reconnects
+        // before the broker saw the old link die): the tasks sent on the old
+        // one went with it. Its later disconnect no longer matches, so
+        // release them now, or they would sit on the new connection's
+        // capacity until their leases ran out.
+        if let Some(old) = st.workers.get(worker).map(|w| w.conn)
+            && old != conn
+        {
+            drop(st);
+            self.worker_gone(worker, old);
+            st = self.lock();
+        }
         let mut fx = Vec::new();
         let capacity = capacity.max(1);
         // A quarantine outlives the connection that earned it.

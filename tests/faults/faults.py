@@ -5,7 +5,8 @@ each case printing its figure and failing loudly when the broker breaks.
     python3 tests/faults/faults.py [--long] [CASE ...]
 
 Cases: kill9 (kill -9 of the broker in a loop under a QoS 1 load),
-worker_storm (workers killed while they hold tasks), idle_sockets (10,000
+worker_storm (workers killed while they hold tasks), network (workers
+behind a proxy that delays, cuts and black-holes), idle_sockets (10,000
 sockets that never send CONNECT), clients (10,000 connected MQTT clients,
 RSS per client), reconnect (the same-id reconnect loop, both versions),
 slowloris (2,000 half-sent HTTP requests while /healthz must answer).
@@ -252,6 +253,164 @@ def case_worker_storm(tmp):
         broker.stop()
 
 
+class FlakyLink:
+    """A TCP proxy standing for a bad network between workers and the
+    broker (this kernel has no netem): every chunk is held 0-10 ms, and
+    every `every` seconds one connection is hit at random: cut with a reset,
+    or black-holed (everything it sends either way is dropped from then on,
+    with no close) until the broker's keep-alive gives up on it."""
+
+    def __init__(self, target_port: int, every: float = 0.3, seed: int = 13):
+        import random
+        self.rng = random.Random(seed)
+        self.target = target_port
+        self.every = every
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.links = []  # [client socket, broker socket, black-holed until]
+        self.lock = threading.Lock()
+        self.cuts = self.holes = 0
+        self.chaos = threading.Event()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self._strike, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                far = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                near.close()
+                continue
+            link = [near, far, 0.0]
+            with self.lock:
+                self.links.append(link)
+            for src, dst in ((near, far), (far, near)):
+                threading.Thread(target=self._pump, args=(link, src, dst), daemon=True).start()
+
+    def _pump(self, link, src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if time.monotonic() < link[2]:
+                    continue  # black-holed: lost
+                time.sleep(self.rng.random() * 0.01)
+                dst.sendall(data)
+        except OSError:
+            pass
+        self._drop(link)
+
+    @staticmethod
+    def _reset(sock):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()
+        except OSError:
+            pass
+
+    def _drop(self, link):
+        with self.lock:
+            if link not in self.links:
+                return
+            self.links.remove(link)
+        self._reset(link[0])
+        self._reset(link[1])
+
+    def _strike(self):
+        while not self.closed:
+            time.sleep(self.every)
+            if not self.chaos.is_set():
+                continue
+            with self.lock:
+                live = [l for l in self.links if l[2] == 0.0]
+            if not live:
+                continue
+            link = self.rng.choice(live)
+            if self.rng.random() < 0.7:
+                self.cuts += 1
+                self._drop(link)
+            else:
+                # Never resumed: a stream with a hole in it is not what a
+                # network delivers (TCP retransmits or the connection dies).
+                self.holes += 1
+                link[2] = float("inf")
+
+    def close(self):
+        self.closed = True
+        self.listener.close()
+        with self.lock:
+            links = list(self.links)
+        for link in links:
+            self._drop(link)
+
+
+def case_network(tmp):
+    """Workers behind a lossy, cutting network (FlakyLink): every task
+    submitted is answered once, none lost, none twice."""
+    tasks = 5000 * LONG
+    # A short keep-alive, so that the broker gives up on a black-holed
+    # worker within seconds (MQTT 5 clients are told the server's value).
+    # Quarantine off and attempts plenty: this case is about the network
+    # losing nothing, not about the policy for flapping workers.
+    broker = Broker(tmp, {"SWARMQ__MQTT__MAX_KEEP_ALIVE_SECS": "2", "SWARMQ__TASKS__FLAP_THRESHOLD": "0",
+                          "SWARMQ__TASKS__MAX_ATTEMPTS": "100"}).start()
+    link = FlakyLink(broker.mqtt)
+    replies, statuses = {}, {}
+    lock = threading.Lock()
+
+    def on_reply(_c, _u, msg):
+        r = json.loads(msg.payload)
+        with lock:
+            replies[r.get("id")] = replies.get(r.get("id"), 0) + 1
+            statuses[r.get("status")] = statuses.get(r.get("status"), 0) + 1
+
+    requester = client(broker.mqtt, "network-requester", on_message=on_reply)
+    requester.subscribe("replies/network", qos=1)
+    workers = word_count_worker(link.port, 3)
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = "replies/network"
+    try:
+        link.chaos.set()
+        start = time.monotonic()
+        for i in range(tasks):
+            requester.publish("tasks/word_count", json.dumps({"id": f"n{i}", "task": "mapper", "args": ["Laputa"]}),
+                              qos=1, properties=props)
+            if i % 50 == 0:
+                time.sleep(0.1)  # spread over ~10 s (x LONG), so the chaos meets work in flight
+        until("the chaos has run 15 s", lambda: time.monotonic() - start > 15, timeout=60, every=0.5)
+        link.chaos.clear()
+        try:
+            until("every task answered", lambda: len(replies) >= tasks, timeout=120)
+        except AssertionError:
+            q = broker.api("/queues/word_count")
+            w = broker.api("/workers")
+            raise AssertionError(f"{len(replies)} of {tasks} answered; queue "
+                                 f"{json.dumps({k: q.get(k) for k in ('waiting', 'scheduled', 'in_flight', 'consumer_count')})}; "
+                                 f"workers {[(x['id'], x['online'], x['in_flight']) for x in w['workers']]}; "
+                                 f"links open {len(link.links)} (black-holed {sum(1 for l in link.links if l[2])}), cuts {link.cuts} holes {link.holes}, worker exits {[p.poll() for p in workers]}") from None
+        with lock:
+            twice = [i for i, n in replies.items() if n > 1]
+            answered = len(replies)
+        print(f"network: {tasks} tasks to 3 workers behind a flaky link: {link.cuts} connections cut, "
+              f"{link.holes} black-holed until the broker's keep-alive, chunks held 0-10 ms; {answered} answered {statuses}, "
+              f"{len(twice)} answered twice")
+        assert not twice, f"answered twice: {twice[:5]}"
+        assert statuses.get("success") == tasks, statuses
+        assert link.cuts + link.holes > 10, "the link was hardly hit"
+    finally:
+        link.close()
+        for w in workers:
+            w.kill()
+        requester.loop_stop()
+        broker.stop()
+
+
 def raise_fd_limit(n):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, n), hard), hard))
@@ -392,6 +551,7 @@ def case_slowloris(tmp):
 CASES = {
     "kill9": case_kill9,
     "worker_storm": case_worker_storm,
+    "network": case_network,
     "idle_sockets": case_idle_sockets,
     "clients": case_clients,
     "reconnect": case_reconnect,
