@@ -1,5 +1,7 @@
 //! The HTTP endpoint: /healthz and Prometheus /metrics.
 
+use std::time::Duration;
+
 use serde_json::json;
 use swarmq_worker::Client;
 use swarmq_worker::wire::TaskRequest;
@@ -57,38 +59,46 @@ async fn the_grafana_dashboard_queries_only_served_metrics() {
         .call("g", TaskRequest::default(), WAIT)
         .await
         .unwrap();
-    // Per-queue and per-worker series appear once the recorder has the task.
-    eventually("the recorder's figures", || async {
-        broker
-            .http_get("/metrics")
-            .await
-            .1
-            .contains("swarmq_worker_tasks_total{")
-    })
-    .await;
-    let (_, body) = broker.http_get("/metrics").await;
-    let served: std::collections::HashSet<&str> = body
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .collect();
     let doc: serde_json::Value =
         serde_json::from_str(include_str!("../../docs/grafana-dashboard.json")).unwrap();
-    let mut queried = 0;
+    let mut queried: Vec<(String, String)> = Vec::new();
     for panel in doc["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
             for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
                 if word.starts_with("swarmq_") {
-                    queried += 1;
-                    assert!(
-                        served.contains(word),
-                        "{word} (panel {}) is not on /metrics",
-                        panel["title"]
-                    );
+                    queried.push((word.to_string(), panel["title"].to_string()));
                 }
             }
         }
     }
-    assert!(queried >= 15);
+    let missing = || async {
+        let (_, body) = broker.http_get("/metrics").await;
+        let served: std::collections::HashSet<String> = body
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_string)
+            .collect();
+        queried
+            .iter()
+            .filter(|(word, _)| !served.contains(word))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // Per-queue and per-worker series appear once the recorder has the
+    // task, each when its own update lands: wait for all of them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let absent = missing().await;
+        if absent.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not on /metrics: {absent:?} (metric, panel)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(queried.len() >= 15);
 }
