@@ -4,6 +4,7 @@ worker and the requester side of :class:`swarmq.App`."""
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 import uuid
 from dataclasses import dataclass
@@ -75,10 +76,120 @@ class Broker:
         return f"swarmq/replies/{client_id}"
 
 
+class _BufferedSocket:
+    """The connection's socket with buffers on both sides.
+
+    paho reads each packet with three ``recv`` calls (the type byte, the
+    length a byte at a time, the rest) and writes each packet with its own
+    ``send``: on the task path those system calls cost more than the rest
+    of the packet's handling. Here reads take up to 64 KiB at once and are
+    served from memory, and writes gather until paho's write loop ends
+    (:meth:`flush`). ``pending()`` tells paho's loop that buffered bytes
+    wait, as it already asks a TLS socket."""
+
+    __slots__ = ("_sock", "_rbuf", "_rpos", "_wbuf")
+
+    def __init__(self, sock):
+        self._sock = sock
+        self._rbuf = b""
+        self._rpos = 0
+        self._wbuf = bytearray()
+
+    def recv(self, bufsize: int) -> bytes:
+        pos = self._rpos
+        if pos >= len(self._rbuf):
+            data = self._sock.recv(65536)
+            if len(data) <= bufsize:
+                return data
+            self._rbuf, pos = data, 0
+        chunk = self._rbuf[pos:pos + bufsize]
+        self._rpos = pos + len(chunk)
+        return chunk
+
+    def pending(self) -> int:
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._rbuf) - self._rpos + inner
+
+    def send(self, data) -> int:
+        self._wbuf += data
+        return len(data)
+
+    def unflushed(self) -> bool:
+        return bool(self._wbuf)
+
+    def flush(self) -> None:
+        """Sends what is gathered, as much as the socket takes now; raises
+        OSError when the connection is gone."""
+        while self._wbuf:
+            try:
+                sent = self._sock.send(self._wbuf)
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                return
+            del self._wbuf[:sent]
+
+    def close(self) -> None:
+        # paho closes right after writing DISCONNECT: send it first.
+        if self._wbuf:
+            try:
+                self._sock.settimeout(1.0)
+                self._sock.sendall(self._wbuf)
+            except OSError:
+                pass
+            self._wbuf.clear()
+        self._sock.close()
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class _Client(mqtt.Client):
+    """paho's client on a :class:`_BufferedSocket` (plain or TLS), with two
+    costs of its task path taken away: a wake-up byte through its socket
+    pair for every packet another thread queues (one is enough until the
+    network thread has written), and a scan of every message in flight at
+    each PUBACK (kept short by a window of 100, see :func:`new_client`)."""
+
+    _wake_sent = False
+
+    def _create_socket(self):
+        return _BufferedSocket(super()._create_socket())
+
+    def _packet_queue(self, command, packet, mid, qos, info=None):
+        if self._thread is None or self._sockpairW is None:
+            return super()._packet_queue(command, packet, mid, qos, info)
+        self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
+                                 "to_process": len(packet), "packet": packet, "info": info})
+        # The network thread clears the flag before it writes the queue
+        # (_packet_write), so a packet queued after that wakes it again.
+        if not self._wake_sent:
+            self._wake_sent = True
+            try:
+                self._sockpairW.send(b"0")
+            except BlockingIOError:
+                pass
+        self._call_socket_register_write()
+        return mqtt.MQTT_ERR_SUCCESS
+
+    def _packet_write(self):
+        self._wake_sent = False
+        rc = super()._packet_write()
+        sock = self._sock
+        if rc == mqtt.MQTT_ERR_SUCCESS and isinstance(sock, _BufferedSocket):
+            try:
+                sock.flush()
+            except OSError:
+                return mqtt.MQTT_ERR_CONN_LOST
+        return rc
+
+    def want_write(self) -> bool:
+        sock = self._sock
+        return super().want_write() or (isinstance(sock, _BufferedSocket) and sock.unflushed())
+
+
 def new_client(broker: Broker, client_id: str) -> mqtt.Client:
     """A paho MQTT 5 client for ``broker``, not yet connected, that
     reconnects with a backoff of 1 s doubling up to 30 s."""
-    client = mqtt.Client(
+    client = _Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
     )
     if broker.username:
@@ -86,7 +197,9 @@ def new_client(broker: Broker, client_id: str) -> mqtt.Client:
     if broker.tls:
         client.tls_set(ca_certs=broker.ca_file, certfile=broker.cert_file, keyfile=broker.key_file)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
-    client.max_inflight_messages_set(1000)
+    # paho scans the window at each PUBACK; 100 keeps that short and is
+    # plenty on a local network (100 tasks per round trip).
+    client.max_inflight_messages_set(100)
     client.max_queued_messages_set(0)
     return client
 
@@ -139,6 +252,23 @@ def connect(
 # the publish itself on the task path; a copy of an empty one shares them
 # (paho only reads them) and is a few times cheaper.
 _EMPTY_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)
+
+
+_ids = bytearray()
+_ids_lock = threading.Lock()
+
+
+def new_id() -> str:
+    """A random id in uuid4's hex form. Random bytes are read 4 KiB at a
+    time: one os.urandom call per id cost more than the rest of a
+    submission."""
+    global _ids
+    with _ids_lock:
+        if not _ids:
+            _ids = bytearray(os.urandom(4096))
+        raw = bytes(_ids[:16])
+        del _ids[:16]
+    return uuid.UUID(bytes=raw, version=4).hex
 
 
 def publish_properties(reply_topic: Optional[str], correlation: Optional[bytes]) -> Properties:

@@ -191,7 +191,7 @@ class App:
     ) -> AsyncResult:
         """Sends task ``name`` by name (it need not be registered here), as
         Celery's ``send_task``; the options are :meth:`Task.apply_async`'s."""
-        task_id = task_id or _conn.uuid.uuid4().hex
+        task_id = task_id or _conn.new_id()
         payload: Dict[str, Any] = {"id": task_id, "task": name, "args": list(args or [])}
         if kwargs:
             payload["kwargs"] = kwargs

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from typing import Any, Callable, Dict, Optional
 
 from paho.mqtt.client import MQTTMessage
@@ -100,7 +99,7 @@ class Requester:
         """Publishes ``payload`` to ``topic`` (QoS 1) with the answer asked
         for on this client's reply topic under ``key``; returns its waiter."""
         client = self._connected()
-        key = key or uuid.uuid4().hex
+        key = key or _conn.new_id()
         waiter = _Waiter(on_progress)
         with self._lock:
             self._waiters[key] = waiter

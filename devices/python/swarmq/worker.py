@@ -273,9 +273,13 @@ class Worker:
             log.warning("task %s has no reply topic; answer dropped", ctx.id)
             return
         payload = dict(answer, id=ctx.id)
+        # QoS 0, as the Rust SDK's worker: an answer lost with its
+        # connection is not lost to the task, which the broker gives to
+        # another worker when this one disconnects; a PUBACK per answer
+        # would only cost a packet each way.
         self._last_publish = self._client.publish(
             ctx._reply_to,
             json.dumps(payload, separators=(",", ":")),
-            qos=1,
+            qos=0,
             properties=_conn.publish_properties(None, ctx._correlation),
         )
