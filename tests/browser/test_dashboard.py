@@ -346,7 +346,8 @@ class Dashboard(unittest.TestCase):
         self.assertIn("… and 200 more", self.text("#workflow-tree"))
         self.assertTrue(self.text("#workflow-result").startswith("["))
         self.shot("workflow")
-        d.find_element(By.CSS_SELECTOR, '#workflow-tree a[data-member$="/1"]').click()
+        eventually("the reduce member clicked", lambda: d.find_element(
+            By.CSS_SELECTOR, '#workflow-tree a[data-member$="/1"]').click() or True)
         eventually("the reduce member's task page", lambda: d.find_element(By.ID, "task-workflow"))
         top5 = json.loads(self.text("#task-result"))
         self.assertEqual(len(top5), 5, top5)
@@ -363,7 +364,10 @@ class Dashboard(unittest.TestCase):
         eventually("running", lambda: "running" in self.text('#workflow-detail [data-field="status"]'))
         self.assertEqual(self.text('#workflow-tree li[data-path="0"] .badge'), "queued")
         self.assertEqual(self.text('#workflow-tree li[data-path="1"] .badge'), "waiting")
-        d.find_element(By.CSS_SELECTOR, 'button[data-action="revoke-workflow"]').click()
+        # The page redraws while the workflow runs: a click may meet an
+        # element just replaced, so it is retried.
+        eventually("the revoke button clicked", lambda: d.find_element(
+            By.CSS_SELECTOR, 'button[data-action="revoke-workflow"]').click() or True)
         eventually("confirm dialog", lambda: d.find_element(By.ID, "confirm-dialog").is_displayed())
         d.find_element(By.ID, "confirm-ok").click()
         eventually("revoked", lambda: "revoked" in self.text('#workflow-detail [data-field="status"]'))
