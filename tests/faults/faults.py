@@ -134,6 +134,44 @@ def word_count_worker(port, n=1):
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(n)]
 
 
+class Replies:
+    """What a requester's reply topic received: answers per task id and per
+    status, from paho's network thread."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.per_id = {}
+        self.statuses = {}
+
+    def on_message(self, _c, _u, msg):
+        r = json.loads(msg.payload)
+        with self.lock:
+            self.per_id[r.get("id")] = self.per_id.get(r.get("id"), 0) + 1
+            self.statuses[r.get("status")] = self.statuses.get(r.get("status"), 0) + 1
+
+    def __len__(self):
+        with self.lock:
+            return len(self.per_id)
+
+    def __contains__(self, task_id):
+        with self.lock:
+            return task_id in self.per_id
+
+    def twice(self):
+        with self.lock:
+            return [i for i, n in self.per_id.items() if n > 1]
+
+
+def stalled(broker, replies, tasks, extra=""):
+    """The AssertionError for tasks left unanswered, with where they are."""
+    q = broker.api("/queues/word_count")
+    w = broker.api("/workers")
+    fields = ("waiting", "scheduled", "in_flight", "dead_letters", "consumer_count")
+    return AssertionError(f"{len(replies)} of {tasks} answered; queue {json.dumps({k: q.get(k) for k in fields})}; "
+                          f"workers {[(x['id'], x['online'], x['in_flight'], x.get('quarantined_until_us')) for x in w['workers']]}"
+                          f"{extra}")
+
+
 # --- cases ---------------------------------------------------------------
 
 def case_kill9(tmp):
@@ -141,17 +179,10 @@ def case_kill9(tmp):
     PUBACK arrived is run; none is answered twice to its requester."""
     cycles = 10 * LONG
     broker = Broker(tmp).start()
-    acked, replies = set(), {}
-    lock = threading.Lock()
-
-    def on_reply(_c, _u, msg):
-        r = json.loads(msg.payload)
-        with lock:
-            replies[r.get("id")] = replies.get(r.get("id"), 0) + 1
-
+    acked, replies = set(), Replies()
     sent = 0
     for cycle in range(cycles):
-        requester = client(broker.mqtt, "fault-requester", on_message=on_reply)
+        requester = client(broker.mqtt, "fault-requester", on_message=replies.on_message)
         requester.subscribe("replies/fault", qos=1)
         mids = {}
         requester.on_publish = lambda _c, _u, mid, rc, _p: (rc.is_failure or (mids.get(mid) and acked.add(mids[mid])))
@@ -171,23 +202,19 @@ def case_kill9(tmp):
         killer.join()
         requester.loop_stop()
         broker.start()
-    requester = client(broker.mqtt, "fault-requester", on_message=on_reply)
+    requester = client(broker.mqtt, "fault-requester", on_message=replies.on_message)
     requester.subscribe("replies/fault", qos=1)
     workers = word_count_worker(broker.mqtt, 2)
     try:
         # Every acknowledged task's result reaches the requester (the
         # history may miss steps a kill cut short; the queue store may not).
-        def answered():
-            with lock:
-                return all(i in replies for i in acked)
         try:
-            until("every acknowledged task answered", answered, timeout=120)
+            until("every acknowledged task answered", lambda: all(i in replies for i in acked), timeout=120)
         except AssertionError:
             pass
-        with lock:
-            missing = [i for i in acked if i not in replies]
-            twice = [i for i, n in replies.items() if n > 1]
-            ran = len(replies)
+        missing = [i for i in acked if i not in replies]
+        twice = replies.twice()
+        ran = len(replies)
         print(f"kill9: {cycles} kill -9 cycles, {sent} tasks sent, {len(acked)} acknowledged, "
               f"{ran} answered (unacknowledged ones that were stored run too), "
               f"{len(missing)} acknowledged lost, {len(twice)} answered twice")
@@ -205,15 +232,8 @@ def case_worker_storm(tmp):
     answered exactly once, with its attempts showing the lost deliveries."""
     tasks = 5000 * LONG
     broker = Broker(tmp, {"SWARMQ__TASKS__FLAP_THRESHOLD": "1000"}).start()
-    replies = {}
-    lock = threading.Lock()
-
-    def on_reply(_c, _u, msg):
-        r = json.loads(msg.payload)
-        with lock:
-            replies[r.get("id")] = replies.get(r.get("id"), 0) + 1
-
-    requester = client(broker.mqtt, "storm-requester", on_message=on_reply)
+    replies = Replies()
+    requester = client(broker.mqtt, "storm-requester", on_message=replies.on_message)
     requester.subscribe("replies/storm", qos=1)
     props = Properties(PacketTypes.PUBLISH)
     props.ResponseTopic = "replies/storm"
@@ -224,9 +244,8 @@ def case_worker_storm(tmp):
     kills = 0
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        with lock:
-            if len(replies) >= tasks:
-                break
+        if len(replies) >= tasks:
+            break
         workers = word_count_worker(broker.mqtt, 2)
         time.sleep(0.2)
         for w in workers:
@@ -238,11 +257,8 @@ def case_worker_storm(tmp):
         try:
             until("every task answered", lambda: len(replies) >= tasks, timeout=60)
         except AssertionError:
-            q = broker.api("/queues/word_count")
-            w = broker.api("/workers")
-            raise AssertionError(f"{len(replies)} of {tasks} answered; queue {json.dumps({k: q.get(k) for k in ('waiting', 'scheduled', 'in_flight', 'dead_letters', 'consumer_count')})}, "
-                                 f"workers online {[(x['id'], x['in_flight'], x.get('quarantined_until_us')) for x in w['workers'] if x['online']]}") from None
-        twice = [i for i, n in replies.items() if n > 1]
+            raise stalled(broker, replies, tasks) from None
+        twice = replies.twice()
         print(f"worker_storm: {tasks} tasks, {kills} workers killed holding tasks, "
               f"{len(replies)} answered, {len(twice)} answered twice")
         assert not twice
@@ -361,16 +377,8 @@ def case_network(tmp):
     broker = Broker(tmp, {"SWARMQ__MQTT__MAX_KEEP_ALIVE_SECS": "2", "SWARMQ__TASKS__FLAP_THRESHOLD": "0",
                           "SWARMQ__TASKS__MAX_ATTEMPTS": "100"}).start()
     link = FlakyLink(broker.mqtt)
-    replies, statuses = {}, {}
-    lock = threading.Lock()
-
-    def on_reply(_c, _u, msg):
-        r = json.loads(msg.payload)
-        with lock:
-            replies[r.get("id")] = replies.get(r.get("id"), 0) + 1
-            statuses[r.get("status")] = statuses.get(r.get("status"), 0) + 1
-
-    requester = client(broker.mqtt, "network-requester", on_message=on_reply)
+    replies = Replies()
+    requester = client(broker.mqtt, "network-requester", on_message=replies.on_message)
     requester.subscribe("replies/network", qos=1)
     workers = word_count_worker(link.port, 3)
     props = Properties(PacketTypes.PUBLISH)
@@ -388,15 +396,12 @@ def case_network(tmp):
         try:
             until("every task answered", lambda: len(replies) >= tasks, timeout=120)
         except AssertionError:
-            q = broker.api("/queues/word_count")
-            w = broker.api("/workers")
-            raise AssertionError(f"{len(replies)} of {tasks} answered; queue "
-                                 f"{json.dumps({k: q.get(k) for k in ('waiting', 'scheduled', 'in_flight', 'consumer_count')})}; "
-                                 f"workers {[(x['id'], x['online'], x['in_flight']) for x in w['workers']]}; "
-                                 f"links open {len(link.links)} (black-holed {sum(1 for l in link.links if l[2])}), cuts {link.cuts} holes {link.holes}, worker exits {[p.poll() for p in workers]}") from None
-        with lock:
-            twice = [i for i, n in replies.items() if n > 1]
-            answered = len(replies)
+            raise stalled(broker, replies, tasks,
+                          f"; links open {len(link.links)} (black-holed {sum(1 for l in link.links if l[2])}), "
+                          f"cuts {link.cuts} holes {link.holes}, worker exits {[p.poll() for p in workers]}") from None
+        twice = replies.twice()
+        answered = len(replies)
+        statuses = dict(replies.statuses)
         print(f"network: {tasks} tasks to 3 workers behind a flaky link: {link.cuts} connections cut, "
               f"{link.holes} black-holed until the broker's keep-alive, chunks held 0-10 ms; {answered} answered {statuses}, "
               f"{len(twice)} answered twice")

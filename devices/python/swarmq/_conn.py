@@ -173,8 +173,8 @@ class _Client(mqtt.Client):
     def _packet_write(self):
         self._wake_sent = False
         rc = super()._packet_write()
-        sock = self._sock
-        if rc == mqtt.MQTT_ERR_SUCCESS and isinstance(sock, _BufferedSocket):
+        sock = self._sock  # a _BufferedSocket (see _create_socket), or None
+        if rc == mqtt.MQTT_ERR_SUCCESS and sock is not None:
             try:
                 sock.flush()
             except OSError:
@@ -183,7 +183,7 @@ class _Client(mqtt.Client):
 
     def want_write(self) -> bool:
         sock = self._sock
-        return super().want_write() or (isinstance(sock, _BufferedSocket) and sock.unflushed())
+        return super().want_write() or (sock is not None and sock.unflushed())
 
 
 def new_client(broker: Broker, client_id: str) -> mqtt.Client:
