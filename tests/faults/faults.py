@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -163,9 +164,20 @@ class Replies:
 
 
 def stalled(broker, replies, tasks, extra=""):
-    """The AssertionError for tasks left unanswered, with where they are."""
-    q = broker.api("/queues/word_count")
-    w = broker.api("/workers")
+    """The AssertionError for tasks left unanswered, with where they are.
+    When the broker's API does not answer either, its threads' stacks (gdb)
+    go to stacks.txt beside its log: a broker that stops both dispatching
+    and answering is stuck somewhere, and the stacks say where."""
+    try:
+        q = broker.api("/queues/word_count")
+        w = broker.api("/workers")
+    except OSError as e:
+        path = os.path.join(broker.data_dir, "stacks.txt")
+        with open(path, "w") as out:
+            subprocess.run(["gdb", "-p", str(broker.proc.pid), "-batch", "-ex", "thread apply all bt"],
+                           stdout=out, stderr=subprocess.STDOUT, timeout=120, check=False)
+        return AssertionError(f"{len(replies)} of {tasks} answered, and the API does not answer ({e}): "
+                              f"the broker's thread stacks are in {path}{extra}")
     fields = ("waiting", "scheduled", "in_flight", "dead_letters", "consumer_count")
     return AssertionError(f"{len(replies)} of {tasks} answered; queue {json.dumps({k: q.get(k) for k in fields})}; "
                           f"workers {[(x['id'], x['online'], x['in_flight'], x.get('quarantined_until_us')) for x in w['workers']]}"
@@ -587,6 +599,11 @@ def main():
                 log = os.path.join(tmp, "broker.log")
                 if os.path.exists(log):
                     print(open(log, errors="replace").read()[-2000:])
+                stacks = os.path.join(tmp, "stacks.txt")
+                if os.path.exists(stacks):
+                    kept = shutil.copy(stacks, f"/tmp/swarmq-faults-{name}-stacks.txt")
+                    print(f"the broker's thread stacks (also in {kept}):")
+                    print(open(stacks, errors="replace").read()[:20000])
     print(f"faults: {len(opts.cases or CASES) - len(failed)} passed, {len(failed)} failed")
     sys.exit(1 if failed else 0)
 

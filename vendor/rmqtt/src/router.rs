@@ -191,7 +191,17 @@ impl DefaultRouter {
                 )>,
             > = HashMap::default();
 
-            if let Some(rels) = self.relations.get(&topic_filter) {
+            // swarmq patch: copy the relations out and let go of the DashMap
+            // shard before the `.await`s below. Upstream held the read guard
+            // across them; a task suspended there while another thread
+            // blocked on the same shard's write lock (unsubscribe at a
+            // disconnect) left both tokio workers stuck on it for good.
+            let rels: Vec<(ClientId, (Id, SubscriptionOptions))> = self
+                .relations
+                .get(&topic_filter)
+                .map(|rels| rels.iter().map(|(c, (id, opts))| (c.clone(), (id.clone(), opts.clone()))).collect())
+                .unwrap_or_default();
+            {
                 for (client_id, (id, opts)) in rels.iter() {
                     if let Some(no_local) = opts.no_local() {
                         //MQTT V5: No Local
