@@ -304,3 +304,42 @@ def test_the_ported_word_count_runs_with_the_celery_producer_unchanged(broker):
     finally:
         worker.terminate()
         assert worker.wait(20) == 0
+
+
+def test_publish_properties_pack_and_unpack_as_paho_does():
+    """The package's own PUBLISH property codec (the task path's fast one)
+    writes what paho writes and reads back what paho reads, every kind of
+    property a PUBLISH carries; anything it cannot read goes to paho."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from swarmq import _conn
+
+    ours = _conn.publish_properties("replies/kitchen/abc", b"\x00corr")
+    theirs = Properties(PacketTypes.PUBLISH)
+    theirs.ResponseTopic = "replies/kitchen/abc"
+    theirs.CorrelationData = b"\x00corr"
+    assert ours.pack() == theirs.pack()
+
+    full = Properties(PacketTypes.PUBLISH)
+    full.PayloadFormatIndicator = 1
+    full.MessageExpiryInterval = 70000
+    full.ContentType = "application/json"
+    full.ResponseTopic = "a/b"
+    full.CorrelationData = b"\x01\x02"
+    full.SubscriptionIdentifier = [300]
+    full.UserProperty = [("k", "v"), ("k2", "é")]
+    packed = full.pack()
+    read, end = _conn._unpack_properties(b"xx" + packed + b"payload", 2)
+    assert end == 2 + len(packed)
+    for name in ("PayloadFormatIndicator", "MessageExpiryInterval", "ContentType", "ResponseTopic",
+                 "CorrelationData", "SubscriptionIdentifier", "UserProperty"):
+        assert getattr(read, name) == getattr(full, name), name
+    assert _conn._pack_properties(read) == Properties.pack(read)
+
+    for bad in (b"\x05\x63\x00\x01\x00\x00",   # identifier 99: not a PUBLISH property
+                b"\x09\x08\x00\x10abc",          # a string running past the properties
+                b"\x04\x01\x01\x01\x00",         # Payload Format Indicator twice
+                b"\xff\xff\xff\xff\x01"):        # a length of more than four bytes
+        with pytest.raises(_conn._NotLean):
+            _conn._unpack_properties(bad, 0)
