@@ -310,8 +310,10 @@ class _NotLean(Exception):
     """The packet needs paho's own handling (malformed, or unusual)."""
 
 
-def _new_properties() -> Properties:
-    props = Properties.__new__(Properties)
+def _new_properties(cls: type = Properties) -> Properties:
+    """An empty PUBLISH ``Properties`` (or subclass) sharing the tables of
+    :data:`_EMPTY_PUBLISH_PROPERTIES`."""
+    props = cls.__new__(cls)
     props.__dict__.update(_EMPTY_PUBLISH_PROPERTIES.__dict__)
     return props
 
@@ -437,9 +439,8 @@ def new_id() -> str:
 
 def publish_properties(reply_topic: Optional[str], correlation: Optional[bytes]) -> Properties:
     """PUBLISH properties asking for the answer on ``reply_topic``."""
-    props = _PublishProperties.__new__(_PublishProperties)
+    props = _new_properties(_PublishProperties)
     d = props.__dict__
-    d.update(_EMPTY_PUBLISH_PROPERTIES.__dict__)
     # Straight into the instance: paho's __setattr__ checks the name against
     # its tables each time, and these two are known to be right.
     if reply_topic is not None:
