@@ -9,6 +9,10 @@
 #   TARGET=aarch64-unknown-linux-gnu PLATFORM=linux/arm64 \
 #     SYSROOT=/usr/aarch64-linux-gnu tests/docker/build-image.sh swarmq:arm64
 #
+# PROFILE=dev builds the binaries unoptimised (target/.../debug): minutes
+# faster to compile, which is how CI builds its test images; release (the
+# default) is what to deploy.
+#
 # TARGET needs the target's standard library (`rustup target add $TARGET`, or
 # Debian's libstd-rust-web-dev for it with CARGO=/usr/bin/cargo: see
 # tests/pi/run.sh, which builds this way), a cross linker
@@ -20,15 +24,21 @@ TAG=${1:-swarmq:local}
 TARGET=${TARGET:-}
 
 CARGO=${CARGO:-cargo}
+PROFILE=${PROFILE:-release}
+case "$PROFILE" in
+  release) DIR=release ;;
+  dev) DIR=debug ;;
+  *) echo "PROFILE must be release or dev, not $PROFILE" >&2; exit 2 ;;
+esac
 if [ -n "$TARGET" ]; then
-  "$CARGO" build --release --locked --target "$TARGET" -p swarmq -p word-count
-  OUT=${CARGO_TARGET_DIR:-target}/$TARGET/release
+  "$CARGO" build --profile "$PROFILE" --locked --target "$TARGET" -p swarmq -p word-count
+  OUT=${CARGO_TARGET_DIR:-target}/$TARGET/$DIR
   # Debian's name for the target: aarch64-linux-gnu, arm-linux-gnueabihf.
   GNU=$(echo "$TARGET" | sed 's/-unknown//; s/^armv7/arm/')
   SYSROOT=${SYSROOT:-/usr/$GNU}
 else
-  cargo build --release --locked -p swarmq -p word-count
-  OUT=target/release
+  cargo build --profile "$PROFILE" --locked -p swarmq -p word-count
+  OUT=${CARGO_TARGET_DIR:-target}/$DIR
   SYSROOT=""
 fi
 ROOT=target/docker/rootfs
