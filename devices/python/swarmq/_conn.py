@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from .errors import ConnectError
 
@@ -219,6 +220,43 @@ class _Client(mqtt.Client):
             return self._send_puback(mid)
         return mqtt.MQTT_ERR_SUCCESS
 
+    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
+        """paho's dispatch without its per-message work for topic callbacks
+        (``message_callback_add``), which the package does not use: paho
+        decodes the topic twice and walks its filter tree under a lock for
+        every message. With such callbacks, paho's own dispatch."""
+        on_message = self._on_message
+        if on_message is None or self._on_message_filtered._root._children:
+            return super()._handle_on_message(message)
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception as err:
+                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
+
+    def _handle_pubackcomp(self, cmd):
+        """A successful MQTT 5 PUBACK without properties (what the broker
+        sends for every task accepted) read in place: paho builds two
+        ``ReasonCode`` and two ``Properties`` for each, a quarter of a
+        requester's network thread. Reason codes are shared, one per value;
+        with an ``on_publish`` callback, a failure code or properties,
+        paho's own handling."""
+        packet = self._in_packet["packet"]
+        n = len(packet)
+        if (cmd != "PUBACK" or self._protocol != mqtt.MQTTv5 or self._on_publish is not None
+                or n < 2 or n > 4 or (n >= 3 and packet[2] >= 0x80) or (n == 4 and packet[3] != 0)):
+            return super()._handle_pubackcomp(cmd)
+        mid = int.from_bytes(packet[0:2], "big")
+        reason = _PUBACK_REASONS.get(packet[2] if n >= 3 else 0)
+        if reason is None:
+            return super()._handle_pubackcomp(cmd)
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(mid, reason, _EMPTY_PUBACK_PROPERTIES)
+        return mqtt.MQTT_ERR_SUCCESS
+
 
 def new_client(broker: Broker, client_id: str) -> mqtt.Client:
     """A paho MQTT 5 client for ``broker``, not yet connected, that
@@ -289,6 +327,9 @@ def connect(
 # empty one, which share its tables (paho only reads them), and packed and
 # unpacked by the two functions below for the properties a PUBLISH carries.
 _EMPTY_PUBLISH_PROPERTIES = Properties(PacketTypes.PUBLISH)
+_EMPTY_PUBACK_PROPERTIES = Properties(PacketTypes.PUBACK)
+#: The PUBACK success codes (MQTT 5 §3.4.2.1), made once.
+_PUBACK_REASONS = {code: ReasonCode(PacketTypes.PUBACK, identifier=code) for code in (0x00, 0x10)}
 
 _BYTE, _U16, _U32, _VBI, _BIN, _STR, _PAIR = range(7)
 #: identifier -> (paho's attribute name, kind, may repeat): MQTT 5 §3.3.2.3.
@@ -418,6 +459,43 @@ class _PublishProperties(Properties):
     :func:`_pack_properties`."""
 
     pack = _pack_properties
+
+
+class Flag:
+    """A one-way ``threading.Event`` whose Event is made only when a thread
+    has to wait for it. Every task has one (its cancellation) and every
+    request one (its answer), and most are never waited for: the answer is
+    there before ``get()`` or the task is never revoked, and an Event with
+    its Condition and locks cost as much as the rest of a task's handling."""
+
+    __slots__ = ("_set", "_event")
+    _lock = threading.Lock()  # shared: held for a few bytecodes at a time
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: Optional[threading.Event] = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with Flag._lock:
+            self._set = True
+            event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Returns True once set, False after ``timeout`` seconds."""
+        if self._set:
+            return True
+        with Flag._lock:
+            if self._set:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
 
 _ids = bytearray()

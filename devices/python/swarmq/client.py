@@ -27,7 +27,7 @@ class _Waiter:
     __slots__ = ("done", "answer", "progress", "on_progress")
 
     def __init__(self, on_progress: Optional[Callable[[Any], None]] = None):
-        self.done = threading.Event()
+        self.done = _conn.Flag()
         self.answer: Optional[dict] = None
         self.progress: Any = None
         self.on_progress = on_progress

@@ -51,7 +51,7 @@ class TaskContext:
         self._worker = worker
         self._reply_to = reply_to
         self._correlation = correlation
-        self._cancelled = threading.Event()
+        self._cancelled = _conn.Flag()
 
     @property
     def request(self) -> "TaskContext":
@@ -238,7 +238,7 @@ class Worker:
         try:
             answer = self._execute(ctx, chunk)
             if not ctx.is_cancelled():
-                self._answer(ctx, answer)
+                answer = self._answer(ctx, answer)
         finally:
             _local.task = None
             with self._idle:
@@ -258,7 +258,6 @@ class Worker:
                               for item in chunk]
             else:
                 value = task.run_here(ctx, ctx.args, ctx.kwargs)
-            json.dumps(value)
         except Retry as r:
             answer: dict = {"error": r.reason, "retry": True}
             if r.after is not None:
@@ -268,18 +267,30 @@ class Worker:
             return {"error": f"{type(exc).__name__}: {exc}"}
         return {"result": value}
 
-    def _answer(self, ctx: TaskContext, answer: dict) -> None:
+    def _answer(self, ctx: TaskContext, answer: dict) -> dict:
+        """Sends ``answer`` (a result, an error or a progress report) and
+        returns what was sent: a result that is not JSON becomes an error
+        naming why, as an exception in the task would. Progress that is
+        not JSON raises, in the task that reported it."""
+        payload = dict(answer, id=ctx.id)
+        try:
+            body = json.dumps(payload, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            if "result" not in answer:
+                raise
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+            body = json.dumps(dict(answer, id=ctx.id), separators=(",", ":"))
         if not ctx._reply_to:
             log.warning("task %s has no reply topic; answer dropped", ctx.id)
-            return
-        payload = dict(answer, id=ctx.id)
+            return answer
         # QoS 0, as the Rust SDK's worker: an answer lost with its
         # connection is not lost to the task, which the broker gives to
         # another worker when this one disconnects; a PUBACK per answer
         # would only cost a packet each way.
         self._last_publish = self._client.publish(
             ctx._reply_to,
-            json.dumps(payload, separators=(",", ":")),
+            body,
             qos=0,
             properties=_conn.publish_properties(None, ctx._correlation),
         )
+        return answer

@@ -49,6 +49,10 @@ def word_count_app(url: str, **credentials) -> swarmq.App:
     def total(results):
         return sum(results)
 
+    @app.task(queue="word_count")
+    def letters(word):
+        return set(word)  # not JSON: the worker answers with an error
+
     return app
 
 
@@ -68,6 +72,11 @@ def test_a_task_runs_on_a_worker_and_its_result_or_error_comes_back(broker):
         assert caught.value.error == "ValueError: it broke"
         assert failing.failed() and failing.result == "ValueError: it broke"
         assert app.tasks["broken"].delay("quiet").get(timeout=10, propagate=False) == "ValueError: quiet"
+        # A result that is not JSON is a failure that says so.
+        with pytest.raises(swarmq.TaskFailed) as caught:
+            app.tasks["letters"].delay("ox").get(timeout=10)
+        assert caught.value.error == "TypeError: Object of type set is not JSON serializable"
+        assert worker.failed == 3
 
         # The concurrency is the capacity the broker sees (Receive Maximum).
         workers = broker.api("/workers")["workers"]
@@ -343,3 +352,48 @@ def test_publish_properties_pack_and_unpack_as_paho_does():
                 b"\xff\xff\xff\xff\x01"):        # a length of more than four bytes
         with pytest.raises(_conn._NotLean):
             _conn._unpack_properties(bad, 0)
+
+
+def test_pubacks_read_in_place_end_a_publish_as_paho_does():
+    """The package reads a successful PUBACK itself (the requester's task
+    path); the message is then published and out of the window, as after
+    paho's own reading, which still handles failure codes and properties."""
+    import paho.mqtt.client as mqtt
+
+    from swarmq import _conn
+
+    client = _conn.new_client(_conn.Broker.parse("mqtt://127.0.0.1:1"), "puback-test")
+    for packet, reason in ((b"\x00\x07", 0), (b"\x00\x07\x10", 0x10), (b"\x00\x07\x00\x00", 0),
+                           (b"\x00\x07\x97", 0x97), (b"\x00\x07\x00\x03\x1f\x00\x00", 0)):
+        message = mqtt.MQTTMessage(mid=7, topic=b"tasks/q")
+        message.qos = 1
+        client._out_messages[7] = message
+        client._inflight_messages = 1
+        seen = []
+        if packet == b"\x00\x07\x10":
+            # With an on_publish callback paho reads it: the callback gets its objects.
+            client.on_publish = lambda _c, _u, mid, rc, _p: seen.append((mid, rc.value))
+        client._in_packet = {"command": 0x40, "packet": packet}
+        assert client._handle_pubackcomp("PUBACK") == mqtt.MQTT_ERR_SUCCESS
+        assert message.info.is_published(), packet
+        assert 7 not in client._out_messages and client._inflight_messages == 0
+        if client.on_publish is not None:
+            assert seen == [(7, reason)]
+            client.on_publish = None
+    # A PUBACK for nothing in flight is ignored.
+    client._in_packet = {"command": 0x40, "packet": b"\x00\x08"}
+    assert client._handle_pubackcomp("PUBACK") == mqtt.MQTT_ERR_SUCCESS
+
+
+def test_flag_wakes_its_waiters_and_times_out():
+    from swarmq import _conn
+
+    flag = _conn.Flag()
+    assert not flag.is_set() and flag.wait(0.01) is False
+    woke = []
+    waiter = threading.Thread(target=lambda: woke.append(flag.wait(10)))
+    waiter.start()
+    until("the waiter to wait", lambda: flag._event is not None)
+    flag.set()
+    waiter.join(10)
+    assert woke == [True] and flag.is_set() and flag.wait(0) is True
