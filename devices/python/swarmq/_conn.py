@@ -21,6 +21,12 @@ from .errors import ConnectError
 
 #: Seconds a connection may take before :class:`ConnectError`.
 CONNECT_TIMEOUT = 10.0
+#: Seconds a network thread may go on handling packets already received
+#: before it writes what they produced (answers, PUBACKs): short, so that a
+#: long burst of short tasks does not hold back its first answers. (A solo
+#: worker's long task holds back the answer before it, as in paho's loop,
+#: which reads before it writes: solo is for short tasks.)
+READ_BATCH = 0.002
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,10 @@ class _BufferedSocket:
         self._rpos = pos + len(chunk)
         return chunk
 
+    def buffered(self) -> bool:
+        """Whether bytes already read wait here (or in the TLS layer)."""
+        return self._rpos < len(self._rbuf) or (hasattr(self._sock, "pending") and self._sock.pending() > 0)
+
     def pending(self) -> int:
         inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
         return len(self._rbuf) - self._rpos + inner
@@ -162,8 +172,10 @@ class _Client(mqtt.Client):
         self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
                                  "to_process": len(packet), "packet": packet, "info": info})
         # The network thread clears the flag before it writes the queue
-        # (_packet_write), so a packet queued after that wakes it again.
-        if not self._wake_sent:
+        # (_packet_write), so a packet queued after that wakes it again. A
+        # packet queued by the network thread itself (a PUBACK, a solo
+        # worker's answer) needs no wake-up: its loop writes next.
+        if not self._wake_sent and threading.get_ident() != self._thread.ident:
             self._wake_sent = True
             try:
                 self._sockpairW.send(b"0")
@@ -171,6 +183,23 @@ class _Client(mqtt.Client):
                 pass
         self._call_socket_register_write()
         return mqtt.MQTT_ERR_SUCCESS
+
+    def loop_read(self, max_packets: int = 1):
+        """paho's read, then more while packets already read wait in the
+        buffer, for up to :data:`READ_BATCH` seconds. paho handles one
+        packet per turn of its loop when nothing of its own is in flight,
+        as for a worker: each task then cost a select() and a send() of
+        its own; now one of each serves every task that came in together."""
+        rc = super().loop_read(max_packets)
+        sock = self._sock
+        if rc or sock is None:
+            return rc
+        end = time.monotonic() + READ_BATCH
+        while sock.buffered() and time.monotonic() < end:
+            rc = super().loop_read(max_packets)
+            if rc or self._sock is not sock:
+                return rc
+        return rc
 
     def _packet_write(self):
         self._wake_sent = False
