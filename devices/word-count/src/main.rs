@@ -415,9 +415,16 @@ impl Progress {
         let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
             let bar = indicatif::ProgressBar::new(total);
             let style = indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} {msg} {per_sec} ETA {eta}",
+                "{bar:40} {pos}/{len} {msg} {rate} ETA {eta}",
             )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            // Whole tasks per second (indicatif's {per_sec} shows four decimals).
+            .with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}/s", state.per_sec());
+                },
+            );
             bar.set_style(style);
             bar.set_message(label);
             bar

@@ -110,6 +110,43 @@ async fn count_prints_the_original_top_five() {
     assert!(lines[5].starts_with("2190 tasks in "), "{}", lines[5]);
     assert!(engine.workers().iter().all(|w| w.in_flight == 0));
 
+    // On a terminal (a pseudo-terminal from util-linux's `script`), the
+    // progress is a bar with its rate and ETA instead of plain lines.
+    let quoted = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let command = [bin, "count", "--url", &url, "--words", "2190", text]
+        .map(quoted)
+        .join(" ");
+    let on_tty = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("script")
+            .args(["-qefc", &command, "/dev/null"])
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("word-count on a terminal did not finish")
+    .expect("util-linux's script runs");
+    let screen = String::from_utf8_lossy(&on_tty.stdout);
+    assert!(on_tty.status.success(), "{screen}");
+    let rate_then_eta = |frame: &str| {
+        let Some((_, after)) = frame.split_once("/2190 results ") else {
+            return false;
+        };
+        let Some((rate, _)) = after.split_once("/s ETA ") else {
+            return false;
+        };
+        !rate.is_empty() && rate.bytes().all(|b| b.is_ascii_digit())
+    };
+    assert!(
+        screen.split('\r').any(rate_then_eta),
+        "a bar with whole tasks/s and ETA on a terminal: {screen:?}"
+    );
+    assert!(
+        !screen.contains("results: 219 of 2190"),
+        "no plain lines on a terminal: {screen:?}"
+    );
+    assert!(screen.contains("would 12"), "{screen:?}");
+
     // The same count as one workflow the broker runs to the workers' reduce:
     // a chord of one mapper per word, and chunks of 100 words.
     for (how, members) in [(&["--chord"][..], 2191), (&["--chunks", "100"][..], 23)] {
