@@ -191,17 +191,16 @@ impl DefaultRouter {
                 )>,
             > = HashMap::default();
 
-            // swarmq patch: copy the relations out and let go of the DashMap
-            // shard before the `.await`s below. Upstream held the read guard
-            // across them; a task suspended there while another thread
-            // blocked on the same shard's write lock (unsubscribe at a
-            // disconnect) left both tokio workers stuck on it for good.
-            let rels: Vec<(ClientId, (Id, SubscriptionOptions))> = self
-                .relations
-                .get(&topic_filter)
-                .map(|rels| rels.iter().map(|(c, (id, opts))| (c.clone(), (id.clone(), opts.clone()))).collect())
-                .unwrap_or_default();
-            {
+            // swarmq patch: never hold the DashMap shard across an `.await`.
+            // Upstream awaited `router()` and `is_online()` inside the read
+            // guard; a task suspended there while another thread blocked on
+            // the same shard's write lock (unsubscribe at a disconnect) left
+            // both tokio workers stuck on it for good. Plain subscribers are
+            // collected under the guard (no await); shared ones are noted and
+            // asked about after it is dropped.
+            #[cfg(feature = "shared-subscription")]
+            let mut shared: Vec<(SharedGroup, NodeId, ClientId, SubscriptionOptions)> = Vec::new();
+            if let Some(rels) = self.relations.get(&topic_filter) {
                 for (client_id, (id, opts)) in rels.iter() {
                     if let Some(no_local) = opts.no_local() {
                         //MQTT V5: No Local
@@ -210,34 +209,24 @@ impl DefaultRouter {
                         }
                     }
                     #[cfg(feature = "shared-subscription")]
-                    {
-                        if let Some(group) = opts.shared_group() {
-                            let router = self.context().extends.router().await;
-                            groups.entry(group.clone()).or_default().push((
-                                id.node_id,
-                                client_id.clone(),
-                                opts.clone(),
-                                None,
-                                Some(router.is_online(id.node_id, client_id).await),
-                            ));
-                        } else {
-                            collector_map.entry(id.node_id).or_default().add(
-                                &topic_filter,
-                                client_id.clone(),
-                                opts.clone(),
-                                None,
-                            );
-                        }
+                    if let Some(group) = opts.shared_group() {
+                        shared.push((group.clone(), id.node_id, client_id.clone(), opts.clone()));
+                        continue;
                     }
-                    #[cfg(not(feature = "shared-subscription"))]
-                    {
-                        collector_map.entry(id.node_id).or_default().add(
-                            &topic_filter,
-                            client_id.clone(),
-                            opts.clone(),
-                            None,
-                        );
-                    }
+                    collector_map.entry(id.node_id).or_default().add(
+                        &topic_filter,
+                        client_id.clone(),
+                        opts.clone(),
+                        None,
+                    );
+                }
+            }
+            #[cfg(feature = "shared-subscription")]
+            if !shared.is_empty() {
+                let router = self.context().extends.router().await;
+                for (group, node_id, client_id, opts) in shared {
+                    let is_online = router.is_online(node_id, &client_id).await;
+                    groups.entry(group).or_default().push((node_id, client_id, opts, None, Some(is_online)));
                 }
             }
 
