@@ -297,6 +297,7 @@ async fn count(
 
     let started = Instant::now();
     let mut pending = Vec::with_capacity(tokens.len());
+    let mut submitted = Progress::new(tokens.len() as u64, "submitted", started);
     for word in &tokens {
         let request = TaskRequest {
             task: Some(MAPPER.into()),
@@ -304,8 +305,12 @@ async fn count(
             ..TaskRequest::default()
         };
         pending.push(client.submit(QUEUE, request).await?);
+        submitted.set(pending.len() as u64);
     }
-    let mut progress = Progress::new(tokens.len() as u64, "results");
+    submitted.finish();
+    // Results arrive while tasks are submitted: both rates count from the
+    // start of the run.
+    let mut progress = Progress::new(tokens.len() as u64, "results", started);
     let collect = async {
         let mut pairs = Vec::new();
         for (n, p) in pending.into_iter().enumerate() {
@@ -363,7 +368,7 @@ async fn count_workflow(
     let members = workflow.members();
     let started = Instant::now();
     let (pending, mut reports) = client.submit_workflow_with_progress(workflow, None).await?;
-    let mut progress = Progress::new(members as u64, "members done");
+    let mut progress = Progress::new(members as u64, "members done", Instant::now());
     let wait = async {
         tokio::pin!(pending);
         loop {
@@ -411,18 +416,22 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total: u64, label: &'static str) -> Progress {
+    /// `total` steps counted from `started` (for the rate).
+    fn new(total: u64, label: &'static str, started: Instant) -> Progress {
         let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
             let bar = indicatif::ProgressBar::new(total);
             let style = indicatif::ProgressStyle::with_template(
                 "{bar:40} {pos}/{len} {msg} {rate} ETA {eta}",
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            // Whole tasks per second (indicatif's {per_sec} shows four decimals).
+            // Whole steps per second since `started`, as the plain lines
+            // (indicatif's {per_sec} counts from the bar's creation and
+            // shows four decimals).
             .with_key(
                 "rate",
-                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{:.0}/s", state.per_sec());
+                move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let secs = started.elapsed().as_secs_f64().max(1e-6);
+                    let _ = write!(w, "{:.0}/s", state.pos() as f64 / secs);
                 },
             );
             bar.set_style(style);
@@ -434,7 +443,7 @@ impl Progress {
             total,
             label,
             next_line: (total / 10).max(1),
-            started: Instant::now(),
+            started,
         }
     }
 

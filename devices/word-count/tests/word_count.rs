@@ -98,7 +98,7 @@ async fn count_prints_the_original_top_five() {
     let out = word_count(&["count", "--url", &url, "--words", "2190", text], None).await;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
-        stderr.contains("results: 219 of 2190 ("),
+        stderr.contains("submitted: 219 of 2190 (") && stderr.contains("results: 219 of 2190 ("),
         "plain progress lines when not on a terminal: {stderr}"
     );
     let stdout = succeeded(out);
