@@ -548,8 +548,12 @@ impl Entry for LockEntry {
 
     #[inline]
     async fn is_connected(&self) -> bool {
-        if let Some(entry) = self.shared.peers.get(&self.id.client_id) {
-            entry.s.connected().await.unwrap_or_default()
+        // swarmq patch: the session is cloned out of the DashMap guard before
+        // the `.await` (see router.rs `_matches`: a guard held across an
+        // await deadlocks both runtime threads against a writer).
+        let session = self.shared.peers.get(&self.id.client_id).map(|entry| entry.s.clone());
+        if let Some(session) = session {
+            session.connected().await.unwrap_or_default()
         } else {
             false
         }
@@ -1000,10 +1004,12 @@ impl Shared for DefaultShared {
 
     #[inline]
     async fn session_status(&self, client_id: &str) -> Option<SessionStatus> {
-        if let Some(entry) = self.peers.get(client_id) {
+        // swarmq patch: no DashMap guard across the `.await` (see is_connected).
+        let session = self.peers.get(client_id).map(|entry| entry.s.clone());
+        if let Some(session) = session {
             Some(SessionStatus {
-                id: entry.s.id.clone(),
-                online: entry.s.connected().await.unwrap_or_default(),
+                id: session.id.clone(),
+                online: session.connected().await.unwrap_or_default(),
                 handshaking: false,
             })
         } else {
@@ -1028,8 +1034,11 @@ impl Shared for DefaultShared {
 
     #[inline]
     async fn subscriptions_count(&self) -> usize {
-        futures::future::join_all(self.peers.iter().map(|entry| async move {
-            if let Ok(subs) = entry.s.subscriptions().await {
+        // swarmq patch: the sessions are collected before any `.await`; the
+        // iterator's shard guards lived across them (see is_connected).
+        let sessions: Vec<Session> = self.peers.iter().map(|entry| entry.s.clone()).collect();
+        futures::future::join_all(sessions.into_iter().map(|session| async move {
+            if let Ok(subs) = session.subscriptions().await {
                 subs.len().await
             } else {
                 0
