@@ -143,7 +143,16 @@ class Dashboard(unittest.TestCase):
         self.driver.get(f"{self.broker.url}/{fragment}")
 
     def text(self, css):
-        return self.driver.find_element(By.CSS_SELECTOR, css).text
+        """The text of the element at `css`. The views redraw as their data
+        refreshes, so an element found may be replaced before its text is
+        read: it is then found again (for up to 5 s)."""
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                return self.driver.find_element(By.CSS_SELECTOR, css).text
+            except StaleElementReferenceException:
+                if time.monotonic() > deadline:
+                    raise
 
     def login(self, user, password):
         d = self.driver
@@ -308,14 +317,17 @@ class Dashboard(unittest.TestCase):
                             "-m", json.dumps({"id": "doomed-1", "retry": {"max_attempts": 1}})], check=True)
             self.go("#/queues")
             d = self.driver
-            link = eventually("a dead-letter count on the queues page",
-                              lambda: d.find_element(By.CSS_SELECTOR, '#queues-table tr[data-queue="doomed"] [data-col="dead"] a'))
-            self.assertEqual(link.text, "1")
-            link.click()
+            dead = '#queues-table tr[data-queue="doomed"] [data-col="dead"] a'
+            eventually("a dead-letter count on the queues page", lambda: d.find_element(By.CSS_SELECTOR, dead))
+            self.assertEqual(self.text(dead), "1")
+            # The tables re-render as the overview refreshes: an element
+            # found a moment ago may be stale, so each click finds it anew.
+            eventually("the dead-letter count clicked", lambda: d.find_element(By.CSS_SELECTOR, dead).click() or True)
             row = '#dead-table tr[data-task-id="doomed-1"]'
             eventually("the dead letter listed", lambda: "broken" in self.text(row))
             self.shot("dead-letters")
-            d.find_element(By.CSS_SELECTOR, f'{row} button[data-action="replay"]').click()
+            eventually("replay clicked", lambda: d.find_element(
+                By.CSS_SELECTOR, f'{row} button[data-action="replay"]').click() or True)
             eventually("confirm dialog", lambda: d.find_element(By.ID, "confirm-dialog").is_displayed())
             d.find_element(By.ID, "confirm-ok").click()
             eventually("the dead letters emptied", lambda: d.find_element(By.ID, "dead-empty"))
@@ -336,11 +348,12 @@ class Dashboard(unittest.TestCase):
                                capture_output=True, text=True, timeout=120)
         self.assertEqual(count.returncode, 0, count.stderr)
         self.go("#/workflows")
-        row = eventually("the chord listed as finished",
-                         lambda: d.find_element(By.CSS_SELECTOR, "#workflows-recent tbody tr"))
-        self.assertIn("success", row.text)
+        eventually("the chord listed as finished",
+                   lambda: d.find_element(By.CSS_SELECTOR, "#workflows-recent tbody tr"))
+        self.assertIn("success", self.text("#workflows-recent tbody tr"))
         self.assertIn("301 / 301", self.text('#workflows-recent tbody tr [data-col="members"]'))
-        row.click()
+        eventually("the chord clicked", lambda: d.find_element(
+            By.CSS_SELECTOR, "#workflows-recent tbody tr").click() or True)
         eventually("the workflow page", lambda: d.find_element(By.ID, "workflow-tree"))
         self.assertIn("chord", self.text("#workflow-tree"))
         self.assertIn("… and 200 more", self.text("#workflow-tree"))
@@ -352,7 +365,7 @@ class Dashboard(unittest.TestCase):
         top5 = json.loads(self.text("#task-result"))
         self.assertEqual(len(top5), 5, top5)
         self.assertTrue(all(isinstance(n, int) for _, n in top5), top5)
-        d.find_element(By.ID, "task-workflow").click()
+        eventually("the workflow link clicked", lambda: d.find_element(By.ID, "task-workflow").click() or True)
         eventually("back on the workflow", lambda: d.find_element(By.ID, "workflow-tree"))
 
         # One waiting on a queue nobody serves: running, then revoked here.
@@ -389,7 +402,8 @@ class Dashboard(unittest.TestCase):
         self.assertIn("Europe/Paris", self.text('#schedules-table tr[data-schedule="nightly"] [data-col="when"]'))
         self.assertEqual(d.find_elements(By.CSS_SELECTOR, 'tr[data-schedule="hourly"] button'), [], "config schedules are not removable")
         self.shot("schedules")
-        d.find_element(By.CSS_SELECTOR, 'tr[data-schedule="nightly"] button[data-action="remove-schedule"]').click()
+        eventually("remove clicked", lambda: d.find_element(
+            By.CSS_SELECTOR, 'tr[data-schedule="nightly"] button[data-action="remove-schedule"]').click() or True)
         eventually("confirm dialog", lambda: d.find_element(By.ID, "confirm-dialog").is_displayed())
         d.find_element(By.ID, "confirm-ok").click()
         eventually("nightly gone", lambda: d.find_elements(By.CSS_SELECTOR, 'tr[data-schedule="nightly"]') == [])
@@ -433,10 +447,9 @@ class Dashboard(unittest.TestCase):
                     [BIN / "swarmq", "healthcheck", "--http", f"127.0.0.1:{http_port}"],
                     capture_output=True).returncode == 0)
                 self.driver.get(f"http://127.0.0.1:{http_port}/")
-                banner = eventually("the open-access banner",
-                                    lambda: self.driver.find_element(By.ID, "open-banner").is_displayed()
-                                    and self.driver.find_element(By.ID, "open-banner"))
-                self.assertIn("Open access", banner.text)
+                eventually("the open-access banner",
+                           lambda: self.driver.find_element(By.ID, "open-banner").is_displayed())
+                self.assertIn("Open access", self.text("#open-banner"))
                 self.assertIn("open access", self.text("#role"))
                 self.assertEqual(self.driver.find_elements(By.ID, "login-form"), [])
             finally:
@@ -470,7 +483,8 @@ class Dashboard(unittest.TestCase):
         eventually("the denial listed", lambda: "browser-dev" in self.text("#denials-table")
                    and "subscribe" in self.text("#denials-table"))
         self.shot("devices")
-        d.find_element(By.CSS_SELECTOR, f'{row} button[data-action="revoke-identity"]').click()
+        eventually("revoke clicked", lambda: d.find_element(
+            By.CSS_SELECTOR, f'{row} button[data-action="revoke-identity"]').click() or True)
         eventually("confirm dialog", lambda: d.find_element(By.ID, "confirm-dialog").is_displayed())
         d.find_element(By.ID, "confirm-ok").click()
         eventually("revoked", lambda: "revoked" in self.text(f'{row} [data-col="status"]'))
