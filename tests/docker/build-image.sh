@@ -24,12 +24,7 @@ TAG=${1:-swarmq:local}
 TARGET=${TARGET:-}
 
 CARGO=${CARGO:-cargo}
-PROFILE=${PROFILE:-release}
-case "$PROFILE" in
-  release) DIR=release ;;
-  dev) DIR=debug ;;
-  *) echo "PROFILE must be release or dev, not $PROFILE" >&2; exit 2 ;;
-esac
+. tests/cargo-profile.sh
 if [ -n "$TARGET" ]; then
   "$CARGO" build --profile "$PROFILE" --locked --target "$TARGET" -p swarmq -p word-count
   OUT=${CARGO_TARGET_DIR:-target}/$TARGET/$DIR

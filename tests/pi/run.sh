@@ -43,12 +43,7 @@ export CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc AR_armv7_unknown
 # Both targets in one cargo run: the build scripts and proc macros (built
 # for this machine) are compiled once, not once per target, and each
 # target's long serial steps (rmqtt, swarmq itself) overlap the other's.
-export PROFILE=${PROFILE:-release}
-case "$PROFILE" in
-  release) DIR=release ;;
-  dev) DIR=debug ;;
-  *) echo "PROFILE must be release or dev, not $PROFILE" >&2; exit 2 ;;
-esac
+. tests/cargo-profile.sh
 start=$SECONDS
 /usr/bin/cargo build --profile "$PROFILE" --locked --quiet --target aarch64-unknown-linux-gnu \
   --target armv7-unknown-linux-gnueabihf -p swarmq -p word-count

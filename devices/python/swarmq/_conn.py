@@ -114,10 +114,6 @@ class _BufferedSocket:
         self._rpos = pos + len(chunk)
         return chunk
 
-    def buffered(self) -> bool:
-        """Whether bytes already read wait here (or in the TLS layer)."""
-        return self._rpos < len(self._rbuf) or (hasattr(self._sock, "pending") and self._sock.pending() > 0)
-
     def pending(self) -> int:
         inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
         return len(self._rbuf) - self._rpos + inner
@@ -195,7 +191,7 @@ class _Client(mqtt.Client):
         if rc or sock is None:
             return rc
         end = time.monotonic() + READ_BATCH
-        while sock.buffered() and time.monotonic() < end:
+        while sock.pending() and time.monotonic() < end:
             rc = super().loop_read(max_packets)
             if rc or self._sock is not sock:
                 return rc

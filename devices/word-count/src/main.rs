@@ -368,7 +368,7 @@ async fn count_workflow(
     let members = workflow.members();
     let started = Instant::now();
     let (pending, mut reports) = client.submit_workflow_with_progress(workflow, None).await?;
-    let mut progress = Progress::new(members as u64, "members done", Instant::now());
+    let mut progress = Progress::new(members as u64, "members done", started);
     let wait = async {
         tokio::pin!(pending);
         loop {
